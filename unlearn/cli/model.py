@@ -1,0 +1,50 @@
+"""``unlearn model tiny``."""
+
+from __future__ import annotations
+
+import argparse
+
+from unlearn.cli.common import storage_options_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``model`` command group."""
+    model = sub.add_parser("model", help="build and manage models")
+    cmds = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+    p = cmds.add_parser(
+        "tiny", help="a small Llama from a config + a BPE tokenizer trained on a dataset"
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True, help="dataset whose text trains the tokenizer")
+    p.add_argument("--size", default="tiny", help="nano | micro | tiny | small")
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--max-positions", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--storage-options")
+    p.set_defaults(func=cmd_tiny)
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    """Build and save a tiny model for a dataset."""
+    from unlearn.data import Dataset
+    from unlearn.models import build_tiny_model, dataset_texts, save_model, train_tokenizer
+
+    options = storage_options_arg(args.storage_options)
+    ds = Dataset(args.data, options)
+    records = [r for split in ds.splits for r in ds.records(split)]
+    tokenizer = train_tokenizer(dataset_texts(records), vocab_size=args.vocab_size)
+    model = build_tiny_model(tokenizer, args.size, max_positions=args.max_positions, seed=args.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    save_model(
+        model,
+        tokenizer,
+        args.out,
+        storage_options=options,
+        overwrite=args.overwrite,
+        metadata={"built_by": "unlearn model tiny", "size": args.size, "dataset_hash": ds.hash},
+    )
+    print(
+        f"wrote {args.out}: {args.size} Llama, {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}"
+    )
+    return 0

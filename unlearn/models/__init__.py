@@ -1,0 +1,21 @@
+"""Models: Hugging Face causal LMs (safetensors), tiny test models, and prompt formatting."""
+
+from unlearn.models.io import load_model, load_tokenizer, model_identity, save_model, weights_hash
+from unlearn.models.prompting import IGNORE_INDEX, encode_prompt, encode_qa, format_prompt
+from unlearn.models.tiny import SIZES, build_tiny_model, dataset_texts, train_tokenizer
+
+__all__ = [
+    "IGNORE_INDEX",
+    "SIZES",
+    "build_tiny_model",
+    "dataset_texts",
+    "encode_prompt",
+    "encode_qa",
+    "format_prompt",
+    "load_model",
+    "load_tokenizer",
+    "model_identity",
+    "save_model",
+    "train_tokenizer",
+    "weights_hash",
+]

@@ -1,0 +1,123 @@
+"""Evaluation settings: which splits, how much generation, which attacks, how to pick a checkpoint.
+
+Load from YAML or overrides with ``unlearn.config.load_config(EvalConfig, path, ["batch_size=8"])``;
+the same dataclass is the ``eval`` section of a training config. Defaults are chosen to run on a
+CPU in seconds on the synthetic benchmark; the TOFU / MUSE settings are noted beside each field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from unlearn.config import require
+
+# Utility splits used when ``utility_splits`` is None: those of these the dataset holds (TOFU has
+# both; the synthetic benchmark has world_facts only).
+DEFAULT_UTILITY_SPLITS = ("real_authors", "world_facts")
+# The retain split TOFU evaluates on (a 400-row subset of retain90 with paraphrased and perturbed
+# answers). Used instead of the paired retain split when the dataset has it.
+RETAIN_PERTURBED = "retain_perturbed"
+SCORES = ("hmean", "gmean", "model_utility", "forget_quality")
+
+
+@dataclass
+class EvalConfig:
+    """What ``unlearn eval`` and in-training evaluation compute (see docs/architecture.md)."""
+
+    # The forget split; its retain and holdout partners come from dataset.json ``pairs`` unless named.
+    forget_split: str = "forget10"
+    retain_split: str | None = None
+    holdout_split: str | None = None
+    # Splits scored like TOFU's real_authors / world_facts: probability normalized over the
+    # perturbed (wrong) answers, ROUGE, truth ratio against the answer. None = DEFAULT_UTILITY_SPLITS
+    # that exist in the dataset; an explicit list must name existing splits.
+    utility_splits: list[str] | None = None
+    # Score retain utility on ``retain_perturbed`` when the dataset has it (TOFU does).
+    use_retain_perturbed: bool = True
+    # Rows per forward pass / per generate call. Lower it for large models.
+    batch_size: int = 32
+    # Longest prompt + answer in tokens (answers are cut, prompts kept whole).
+    max_length: int = 256
+    # Greedy decoding length. TOFU uses 200, MUSE KnowMem 32 and VerbMem 128; 64 keeps CPU runs
+    # short and covers the synthetic answers (about 15 tokens) and most TOFU answers.
+    max_new_tokens: int = 64
+    # Greedy generation (ROUGE, KnowMem, VerbMem). Off = teacher-forced metrics only (fast); then
+    # model_utility is null because it needs ROUGE.
+    generation: bool = True
+    # MUSE VerbMem on the forget split: continue the forget text from a prefix (needs generation).
+    verbmem: bool = True
+    # Fraction of each forget answer's tokens given to the model as the VerbMem prefix.
+    verbmem_prefix_fraction: float = 0.5
+    # Membership-inference attacks, forget (members) vs holdout (non-members).
+    mia_attacks: list[str] = field(
+        default_factory=lambda: ["loss", "zlib", "min_k", "min_k_plus_plus"]
+    )
+    # k of Min-K% and Min-K%++ (fraction of the lowest-scoring tokens kept), 0.4 as in OU.
+    min_k: float = 0.4
+    # The attack whose AUC privleak compares with the retain model's (OU: Min-K%).
+    privleak_attack: str = "min_k"
+    # A split whose rows lack paraphrased / perturbed answers: raise, or skip the truth ratio
+    # (and the normalized probability of utility splits) and record why in metrics.json.
+    on_missing_perturbed: Literal["error", "skip"] = "error"
+    # Evaluate at most this many rows per split (evenly spaced, deterministic); None = all.
+    max_examples_per_split: int | None = None
+    # In training: evaluate every N epochs (and after the last one).
+    every_n_epochs: int = 1
+    # Best-checkpoint score (higher is better); see unlearn.eval.metrics.selection_score:
+    # hmean = 2 FQ MU / (FQ + MU); gmean = sqrt(FQ MU); or one of the two alone. Without a
+    # retain model (FQ null) the forget split's truth ratio stands in for FQ.
+    score: Literal["hmean", "gmean", "model_utility", "forget_quality"] = "hmean"
+    # Example generations per forget / retain split kept in metrics.json for the report.
+    report_examples: int = 3
+
+    def check(self) -> None:
+        """Reject impossible values (ConfigError naming the key)."""
+        from unlearn.eval.metrics import MIA_ATTACKS
+
+        require(bool(self.forget_split), "forget_split", "must name a split")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.max_length >= 8, "max_length", f"must be >= 8, got {self.max_length}")
+        require(
+            self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
+        )
+        require(
+            0.0 <= self.verbmem_prefix_fraction < 1.0,
+            "verbmem_prefix_fraction",
+            f"must be in [0, 1), got {self.verbmem_prefix_fraction}",
+        )
+        require(0.0 < self.min_k <= 1.0, "min_k", f"must be in (0, 1], got {self.min_k}")
+        known = ", ".join(MIA_ATTACKS)
+        for i, name in enumerate(self.mia_attacks):
+            require(
+                name in MIA_ATTACKS,
+                f"mia_attacks[{i}]",
+                f"unknown attack {name!r} (known: {known})",
+            )
+        require(
+            len(set(self.mia_attacks)) == len(self.mia_attacks), "mia_attacks", "holds a duplicate"
+        )
+        require(
+            self.privleak_attack in MIA_ATTACKS,
+            "privleak_attack",
+            f"unknown attack {self.privleak_attack!r} (known: {known})",
+        )
+        require(
+            self.max_examples_per_split is None or self.max_examples_per_split >= 1,
+            "max_examples_per_split",
+            f"must be >= 1 or null, got {self.max_examples_per_split}",
+        )
+        require(
+            self.every_n_epochs >= 1, "every_n_epochs", f"must be >= 1, got {self.every_n_epochs}"
+        )
+        require(
+            self.report_examples >= 0,
+            "report_examples",
+            f"must be >= 0, got {self.report_examples}",
+        )
+        if self.utility_splits is not None:
+            require(
+                self.forget_split not in self.utility_splits,
+                "utility_splits",
+                f"must not include the forget split {self.forget_split!r}",
+            )

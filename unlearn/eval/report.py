@@ -1,0 +1,279 @@
+"""report.html: one self-contained page comparing models' metrics.json (plots embedded as PNG).
+
+``write_report(path, {"target": m1, "retain": m2, "npo": m3}, history=[...])`` renders a table of
+the models, a forget-vs-utility scatter, per-epoch curves when a training history is given,
+per-split and MIA tables, example generations side by side, and one sentence per metric saying
+what good looks like (from the metric registry).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from unlearn import storage
+from unlearn.eval.metrics import METRICS
+
+STYLE = """
+body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.4; }
+table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; vertical-align: top; }
+th { background: #f2f2f2; } td.l, th.l { text-align: left; }
+.note { color: #666; font-size: 0.9em; } img { max-width: 100%; }
+dt { font-weight: bold; margin-top: 0.4em; } code { background: #f4f4f4; padding: 0 3px; }
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-2:
+            return f"{value:.2e}"
+        return f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _png(fig: Any) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+
+
+def _forget_split(m: dict[str, Any]) -> str | None:
+    for name, role in (m.get("roles") or {}).items():
+        if role == "forget":
+            return name
+    return None
+
+
+def _role_split(m: dict[str, Any], role: str) -> str | None:
+    for name, r in (m.get("roles") or {}).items():
+        if r == role:
+            return name
+    return None
+
+
+def _split_value(m: dict[str, Any], role: str, metric: str) -> Any:
+    name = _role_split(m, role)
+    return None if name is None else (m.get("splits") or {}).get(name, {}).get(metric)
+
+
+def _scatter(models: dict[str, dict[str, Any]]) -> str:
+    from matplotlib.figure import Figure
+
+    use_fq = any(m.get("forget_quality") is not None for m in models.values())
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.add_subplot()
+    for name, m in models.items():
+        x = m.get("model_utility")
+        y = m.get("forget_quality") if use_fq else _split_value(m, "forget", "rouge_l_recall")
+        if x is None or y is None:
+            continue
+        if use_fq:
+            y = max(y, 1e-300)
+        ax.scatter([x], [y], s=60)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4))
+    ax.set_xlim(-0.02, 1.05)
+    ax.set_xlabel("model utility (higher is better)")
+    if use_fq:
+        ax.set_yscale("log")
+        ax.set_ylabel("forget quality (higher is better)")
+        ax.axhline(0.05, color="#999", ls="--", lw=1)
+    else:
+        ax.set_ylabel("forget ROUGE-L recall (lower = more forgotten)")
+    ax.set_title("Forgetting vs utility")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _curves(history: Sequence[dict[str, Any]]) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    epochs = [h.get("epoch", i) for i, h in enumerate(history)]
+    fq = [h.get("forget_quality") for h in history]
+    pts = [(e, max(v, 1e-300)) for e, v in zip(epochs, fq) if v is not None]
+    if pts:
+        left.plot(*zip(*pts), marker="o")
+        left.set_yscale("log")
+    left.set_title("forget quality")
+    mu = [(e, h.get("model_utility")) for e, h in zip(epochs, history)]
+    mu = [(e, v) for e, v in mu if v is not None]
+    if mu:
+        right.plot(*zip(*mu), marker="o", color="tab:green")
+    right.set_title("model utility")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
+    head = "".join(
+        f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(headers)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def collect_examples(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Example generations of every model, grouped by question (from metrics["examples"])."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, m in models.items():
+        for ex in m.get("examples") or []:
+            key = (ex["split"], ex["id"])
+            row = out.setdefault(
+                key,
+                {
+                    "split": ex["split"],
+                    "role": ex.get("role", ""),
+                    "id": ex["id"],
+                    "question": ex["question"],
+                    "answer": ex["answer"],
+                    "generations": {},
+                },
+            )
+            row["generations"][name] = ex["generation"]
+    return list(out.values())
+
+
+def render_report(
+    models: dict[str, dict[str, Any]],
+    history: Sequence[dict[str, Any]] | None = None,
+    examples: Sequence[dict[str, Any]] | None = None,
+    title: str = "Unlearning evaluation",
+) -> str:
+    """The report's HTML (see ``write_report``)."""
+    if not models:
+        raise ValueError("write_report needs at least one model's metrics")
+    names = list(models)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    first = models[names[0]]
+    forget = _forget_split(first)
+    ds = (first.get("dataset") or {}).get("hash")
+    parts.append(
+        f"<p class='note'>Forget split <code>{html.escape(str(forget))}</code>"
+        + (f", dataset <code>{html.escape(ds[:16])}</code>" if ds else "")
+        + ". Definitions follow TOFU / MUSE as implemented by open-unlearning.</p>"
+    )
+
+    parts.append("<h2>Models</h2>")
+    cols = [
+        ("forget quality", lambda m: m.get("forget_quality")),
+        ("model utility", lambda m: m.get("model_utility")),
+        ("privleak", lambda m: m.get("privleak")),
+        ("forget ROUGE-L", lambda m: _split_value(m, "forget", "rouge_l_recall")),
+        ("forget prob.", lambda m: _split_value(m, "forget", "probability")),
+        ("forget truth ratio", lambda m: _split_value(m, "forget", "truth_ratio")),
+        ("VerbMem", lambda m: _split_value(m, "forget", "verbmem")),
+        ("retain ROUGE-L", lambda m: _split_value(m, "retain", "rouge_l_recall")),
+        ("Min-K AUC", lambda m: (m.get("mia") or {}).get("min_k", {}).get("auc")),
+        ("score", lambda m: m.get("score")),
+    ]
+    rows = [[html.escape(n)] + [_fmt(f(models[n])) for _, f in cols] for n in names]
+    parts.append(_table(["model"] + [c for c, _ in cols], rows))
+    reasons = []
+    for n in names:
+        for key in ("forget_quality", "model_utility", "privleak"):
+            why = models[n].get(f"{key}_reason")
+            if models[n].get(key) is None and why:
+                reasons.append(f"<li><b>{html.escape(n)}</b> {key}: {html.escape(why)}</li>")
+    if reasons:
+        parts.append(f"<ul class='note'>{''.join(reasons)}</ul>")
+
+    parts.append("<h2>Forgetting vs utility</h2>")
+    parts.append(_scatter(models))
+    if history:
+        parts.append("<h2>During training</h2>")
+        parts.append(_curves(history))
+
+    parts.append("<h2>Per split</h2>")
+    keys: list[tuple[str, str]] = []
+    for n in names:
+        for split, values in (models[n].get("splits") or {}).items():
+            for metric in values:
+                if (split, metric) not in keys:
+                    keys.append((split, metric))
+    rows = [
+        [html.escape(s), html.escape(mt)]
+        + [_fmt((models[n].get("splits") or {}).get(s, {}).get(mt)) for n in names]
+        for s, mt in keys
+    ]
+    parts.append(_table(["split", "metric"] + [html.escape(n) for n in names], rows, left=2))
+
+    attacks: list[str] = []
+    for n in names:
+        attacks += [a for a in (models[n].get("mia") or {}) if a not in attacks]
+    if attacks:
+        parts.append("<h2>Membership inference (forget vs holdout, ROC AUC)</h2>")
+        rows = [
+            [html.escape(a)]
+            + [_fmt((models[n].get("mia") or {}).get(a, {}).get("auc")) for n in names]
+            for a in attacks
+        ]
+        parts.append(_table(["attack"] + [html.escape(n) for n in names], rows))
+
+    examples = list(examples) if examples is not None else collect_examples(models)
+    if examples:
+        parts.append("<h2>Example generations</h2>")
+        gen_names = names if examples and "generations" in examples[0] else []
+        rows = []
+        for ex in examples:
+            gens = ex.get("generations") or {}
+            rows.append(
+                [
+                    html.escape(f"{ex.get('split', '')}"),
+                    html.escape(ex.get("question", "")),
+                    html.escape(ex.get("answer", "")),
+                ]
+                + [html.escape(gens.get(n, "")) for n in gen_names]
+            )
+        headers = ["split", "question", "answer"] + [html.escape(n) for n in gen_names]
+        parts.append(_table(headers, rows, left=len(headers)))
+
+    parts.append("<h2>What good looks like</h2><dl>")
+    for name, metric in METRICS.items():
+        parts.append(f"<dt>{html.escape(name)}</dt><dd>{html.escape(metric.good)}</dd>")
+    parts.append("</dl></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    path: str,
+    models: dict[str, dict[str, Any]],
+    history: Sequence[dict[str, Any]] | None = None,
+    examples: Sequence[dict[str, Any]] | None = None,
+    *,
+    title: str = "Unlearning evaluation",
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Write report.html for ``models`` (name -> metrics.json dict); returns the path.
+
+    ``history``: per-epoch dicts with ``epoch``, ``forget_quality``, ``model_utility``.
+    ``examples``: rows {split, question, answer, generations: {model: text}}; by default
+    gathered from each model's ``metrics["examples"]``.
+    """
+    text = render_report(models, history, examples, title)
+    storage.write_bytes(path, text.encode("utf-8"), storage_options)
+    return path

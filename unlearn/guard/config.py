@@ -1,0 +1,119 @@
+"""Guard configuration: decision thresholds per direction and mode, ledger and runtime limits.
+
+Defaults come from ``unlearn guard calibrate`` on the synthetic benchmark (``unlearn data synth
+--entities 100 --facts-per-entity 10 --seed 1``, forget10, target FPR 1%); calibrate your own index
+and pass the result with ``--config``. ``input``/``output`` apply when the embedding layer is on;
+``lexical_input``/``lexical_output`` when it is off (not installed or ``embeddings: false``), where
+the ``sim*`` thresholds are unused and the lexical ones are stricter to make up for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from unlearn.config import require
+
+NEVER = 1e9  # a threshold no signal reaches: the rule is off
+
+
+@dataclass
+class Thresholds:
+    """When a check blocks: each rule fires when its signal reaches its threshold."""
+
+    # a forget entity is named and this fraction (idf-weighted) of one of its facts' content is present
+    cov: float = 0.7
+    # a forget entity is named and a word n-gram of this many tokens (holding fact content) is shared
+    lsn: float = 5
+    # a forget entity is named and a sentence is this similar to one of its facts (and is a statement)
+    sim: float = 0.8
+    # no entity needed: similarity to a forget fact this high and ``sim_margin`` above any retain fact
+    sim_alone: float = 0.92
+    # no entity needed: this many facts of one unnamed forget entity are present (more than of any
+    # retain entity)
+    multi: float = 3
+    # no entity needed: an n-gram of this many tokens shared with a forget fact, longer than with any
+    # retain fact
+    lsn_free: float = 10
+
+    def check(self) -> None:
+        """Reject impossible values."""
+        for name in ("cov", "sim", "sim_alone"):
+            value = getattr(self, name)
+            require(0.0 < value <= 1.0 or value >= NEVER, name, f"must be in (0, 1], got {value}")
+        for name in ("lsn", "lsn_free"):
+            value = getattr(self, name)
+            require(value >= 3, name, f"must be at least 3 (the n-gram length), got {value}")
+        require(self.multi >= 2, "multi", f"must be at least 2 facts, got {self.multi}")
+
+
+@dataclass
+class GuardConfig:
+    """Everything a ``Guard`` needs besides its index."""
+
+    # use the embedding layer when sentence-transformers and the model package are installed
+    embeddings: bool = True
+    input: Thresholds = field(default_factory=lambda: Thresholds(0.5, 5, 0.8, 0.92, 3, 10))
+    # outputs are checked strictly: a named forget entity with any substantial content blocks
+    output: Thresholds = field(default_factory=lambda: Thresholds(0.34, 4, 0.7, 0.92, 2, 8))
+    lexical_input: Thresholds = field(
+        default_factory=lambda: Thresholds(0.5, 5, NEVER, NEVER, 3, 10)
+    )
+    lexical_output: Thresholds = field(
+        default_factory=lambda: Thresholds(0.34, 4, NEVER, NEVER, 2, 8)
+    )
+    # similarity a forget fact must keep over the best retain fact for ``sim_alone``
+    sim_margin: float = 0.1
+    # coverage from which a fact counts as present for the ``multi`` rule and the session ledger
+    multi_cov: float = 0.75
+    # coverage from which a named entity's fact is written to the session ledger
+    ledger_cov: float = 0.4
+    # facts of one forget entity a session may accumulate before every further check blocks
+    mosaic_limit: int = 3
+    # sessions kept in the ledger (least recently used dropped first)
+    max_sessions: int = 10000
+    # long inputs are checked in overlapping chunks of this many characters (never truncated)
+    chunk_chars: int = 4000
+    chunk_overlap: int = 1000
+    # levels of nested base64/hex/URL encodings decoded
+    decode_depth: int = 2
+    # a check running longer than this blocks with reason guard_error
+    timeout_ms: float = 2000.0
+    # characters a StreamGuard holds back beyond the longest alias / fact n-gram
+    holdback_margin: int = 16
+
+    def check(self) -> None:
+        """Reject impossible values."""
+        require(
+            0.0 < self.sim_margin < 1.0, "sim_margin", f"must be in (0, 1), got {self.sim_margin}"
+        )
+        require(
+            0.0 < self.multi_cov <= 1.0, "multi_cov", f"must be in (0, 1], got {self.multi_cov}"
+        )
+        require(
+            0.0 < self.ledger_cov <= 1.0, "ledger_cov", f"must be in (0, 1], got {self.ledger_cov}"
+        )
+        require(
+            self.mosaic_limit >= 2, "mosaic_limit", f"must be at least 2, got {self.mosaic_limit}"
+        )
+        require(self.max_sessions >= 1, "max_sessions", "must be at least 1")
+        require(
+            self.chunk_chars >= 200, "chunk_chars", f"must be at least 200, got {self.chunk_chars}"
+        )
+        require(
+            0 <= self.chunk_overlap < self.chunk_chars // 2,
+            "chunk_overlap",
+            f"must be in [0, chunk_chars/2), got {self.chunk_overlap}",
+        )
+        require(
+            0 <= self.decode_depth <= 5,
+            "decode_depth",
+            f"must be in [0, 5], got {self.decode_depth}",
+        )
+        require(self.timeout_ms > 0, "timeout_ms", f"must be positive, got {self.timeout_ms}")
+        require(self.holdback_margin >= 0, "holdback_margin", "must not be negative")
+
+    def thresholds(self, direction: str, semantic: bool) -> Thresholds:
+        """The threshold set for a direction ("input"/"output") and mode (embeddings on/off)."""
+        if direction == "input":
+            return self.input if semantic else self.lexical_input
+        return self.output if semantic else self.lexical_output

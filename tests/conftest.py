@@ -108,3 +108,16 @@ def s3_bucket(s3_server) -> str:
     fs = s3fs.S3FileSystem(endpoint_url=s3_server, skip_instance_cache=True)
     fs.mkdir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session (loopback, no dashboard); 4 logical CPUs so that 2
+    training workers, actors and tasks fit on this 2-core machine."""
+    import ray
+
+    from jobs.common import init_ray
+
+    init_ray(num_cpus=4)
+    yield ray
+    ray.shutdown()

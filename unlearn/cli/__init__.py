@@ -13,7 +13,9 @@ import sys
 
 from unlearn.errors import UnlearnError
 
-GROUPS = ("data", "model")
+# commands whose arguments go to a job's own parser (jobs/*.py main)
+PASSTHROUGH = ("finetune", "run")
+GROUPS = ("data", "model", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``unlearn`` console script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in PASSTHROUGH:
+            from unlearn.cli.train import run_job
+
+            return run_job(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except UnlearnError as exc:
         print(f"error: {exc}", file=sys.stderr)

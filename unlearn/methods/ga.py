@@ -1,0 +1,72 @@
+"""``ga`` (gradient ascent) and ``graddiff`` (gradient difference).
+
+GA: minimize -NLL on the forget set (Jang et al. 2023, "Knowledge Unlearning for Mitigating
+Privacy Risks in Language Models"). GradDiff: GA plus NLL (or KL) on the retain set (Liu et al.
+2022; TOFU's "Grad. Diff."). Unbounded: the forget term goes to -inf, which is why utility
+collapses (the motivation for NPO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from unlearn.methods.common import (
+    LossOutput,
+    MethodConfig,
+    StepContext,
+    mean_item,
+    nll_loss,
+    retain_term,
+)
+
+
+@dataclass
+class GAConfig(MethodConfig):
+    """Gradient ascent: loss = -gamma * NLL(forget)."""
+
+    name: str = "ga"
+
+
+@dataclass
+class GradDiffConfig(MethodConfig):
+    """GradDiff: loss = -gamma * NLL(forget) + alpha * retain term."""
+
+    name: str = "graddiff"
+    retain_loss: Literal["nll", "kl"] = "nll"
+
+
+class GradientAscent:
+    """loss = gamma * (-NLL_forget)."""
+
+    streams = ("forget",)
+    cached_reference: tuple[str, ...] = ()
+    needs_reference_model = False
+
+    def __init__(self, config: GAConfig):
+        self.config = config
+
+    def compute(self, ctx: StepContext) -> LossOutput:
+        """Negated forget NLL."""
+        forget = -nll_loss(ctx.logprobs("forget"))
+        return LossOutput(self.config.gamma * forget, {"forget_loss": mean_item(forget)})
+
+
+class GradDiff:
+    """loss = gamma * (-NLL_forget) + alpha * retain term."""
+
+    streams = ("forget", "retain")
+    cached_reference: tuple[str, ...] = ()
+
+    def __init__(self, config: GradDiffConfig):
+        self.config = config
+        self.needs_reference_model = config.retain_loss == "kl"
+
+    def compute(self, ctx: StepContext) -> LossOutput:
+        """Negated forget NLL plus the retain term."""
+        forget = -nll_loss(ctx.logprobs("forget"))
+        retain = retain_term(ctx, self.config.retain_loss)
+        loss = self.config.gamma * forget + self.config.alpha * retain
+        return LossOutput(
+            loss, {"forget_loss": mean_item(forget), "retain_loss": mean_item(retain)}
+        )

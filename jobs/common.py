@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig
 from unlearn.engine.loop import data_hashes, train
 
-# Test hook for resilience: a worker of this rank exits hard right after reporting the epoch's
-# checkpoint, once per marker file (UNLEARN_FAULT_AFTER_EPOCH=E, UNLEARN_FAULT_MARKER=path).
+# Test hook for resilience: with UNLEARN_FAULT_AFTER_EPOCH=E and UNLEARN_FAULT_MARKER=path, the
+# last worker exits hard at the end of epoch E+1 (before reporting it), once per marker file.
 FAULT_EPOCH = "UNLEARN_FAULT_AFTER_EPOCH"
 FAULT_MARKER = "UNLEARN_FAULT_MARKER"
 
@@ -79,19 +80,28 @@ class RaySession:
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         """ray.train.report (a barrier: every rank calls it once per epoch)."""
+        self._maybe_fault(metrics.get("epoch"))
         checkpoint = (
             ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         )
         ray.train.report(metrics, checkpoint=checkpoint)
-        fault_epoch = os.environ.get(FAULT_EPOCH)
-        marker = os.environ.get(FAULT_MARKER)
+
+    def _maybe_fault(self, epoch: int | None) -> None:
+        # Dies one epoch after the named one, so that epoch's checkpoint is surely registered and
+        # the work of the epoch in flight is lost, as in a real crash.
+        fault_epoch, marker = os.environ.get(FAULT_EPOCH), os.environ.get(FAULT_MARKER)
         if (
-            fault_epoch is not None
-            and marker
-            and int(fault_epoch) == metrics.get("epoch")
-            and self.rank == self.world_size - 1
-            and not os.path.exists(marker)
+            fault_epoch is None
+            or not marker
+            or epoch != int(fault_epoch) + 1
+            or os.path.exists(marker)
         ):
+            return
+        if self.rank == self.world_size - 1:
+            # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s):
+            # a checkpoint reported just before a crash is not registered yet. Real epochs last
+            # far longer; these test epochs last 0.1 s, so wait for the poll first.
+            time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
             Path(marker).write_text("fault injected\n")
             os._exit(1)
 
@@ -134,11 +144,28 @@ def storage_for(cfg: RunConfig) -> tuple[str, Any]:
     return str(Path(location).resolve()), None
 
 
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Local paths made absolute: Ray workers do not run in the driver's working directory."""
+    import dataclasses
+
+    def fix(p: str) -> str:
+        return p if not p or storage.is_remote(p) else str(Path(p).resolve())
+
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, path=fix(cfg.data.path)),
+        model=dataclasses.replace(cfg.model, path=fix(cfg.model.path)),
+        output=dataclasses.replace(cfg.output, dir=fix(cfg.output.dir)),
+    )
+
+
 def run_training(
     cfg: RunConfig, *, address: str | None = None, show_progress: bool = True
 ) -> dict[str, Any]:
     """Drive one Ray Train run and return its run.json summary."""
     from ray.train.torch import TorchTrainer
+
+    cfg = absolute_paths(cfg)
 
     dataset = Dataset(cfg.data.path, cfg.data.storage_options)
     mode = run_dir.prepare(cfg, data_hashes(cfg, dataset))

@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from jobs.common import init_ray
 from unlearn import storage
 from unlearn.data import Dataset
 from unlearn.errors import OutputExistsError
@@ -71,19 +72,6 @@ class EvalWorker:
     def node_ip(self) -> str:
         """The IP address of the node this worker runs on."""
         return ray.util.get_node_ip_address()
-
-
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address`` or start a local Ray on loopback; False if Ray was already up."""
-    if ray.is_initialized():
-        return False
-    # Keeps the local node and gloo on 127.0.0.1 (see the Ray notes in docs/architecture.md).
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
-    return True
 
 
 def run_shards(
@@ -151,7 +139,8 @@ def run_eval(
     }
     dataset = Dataset(data, storage_options)
     kw = dict(cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, storage_options=storage_options)
-    started = init_ray(address, num_cpus)
+    started = not ray.is_initialized()
+    init_ray(address, num_cpus)
     try:
         reference = None
         if retain_model is not None:

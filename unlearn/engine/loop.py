@@ -145,6 +145,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                 for line in (Path(ckpt) / "history.jsonl").read_text().splitlines()
                 if line
             ]
+            history.append({"resumed_at_step": global_step, "resumed_at_epoch": start_epoch})
         barrier()
 
     # Reference log-probs: computed once from the starting model, before any update, and stored

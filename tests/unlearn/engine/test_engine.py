@@ -1,0 +1,295 @@
+"""Engine: schedule, reference cache equivalence, single-process training, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from unlearn.config import load_config
+from unlearn.data import Dataset, write_dataset
+from unlearn.engine import reference, run_dir
+from unlearn.engine.backend import lr_lambda
+from unlearn.engine.config import RunConfig
+from unlearn.engine.context import Context
+from unlearn.engine.data import Schedule, collate, shard, tokenize
+from unlearn.engine.loop import build_streams, data_hashes, train
+from unlearn.engine.session import LocalSession
+from unlearn.errors import DataError, OutputExistsError
+from unlearn.methods import build_method
+from unlearn.models import load_model
+
+
+def run_cfg(data, model, out, *overrides):
+    base = [f"data.path={data}", f"model.path={model}", f"output.dir={out}", "data.max_length=64"]
+    return load_config(RunConfig, None, base + list(overrides))
+
+
+def test_schedule_gives_every_rank_the_same_steps_and_covers_the_data():
+    single = Schedule(
+        primary_size=10, retain_size=7, batch_size=4, micro_batch_size=2, world_size=1, seed=0
+    )
+    two = Schedule(
+        primary_size=10, retain_size=7, batch_size=4, micro_batch_size=2, world_size=2, seed=0
+    )
+    assert single.steps_per_epoch == two.steps_per_epoch == 3
+    assert single.grad_accum == 2 and two.grad_accum == 1
+    s_steps = list(single.epoch(0, 0))
+    r_steps = [list(two.epoch(0, r)) for r in range(2)]
+    assert len(r_steps[0]) == len(r_steps[1]) == 3
+    for step in range(3):
+        union = sorted(i for r in range(2) for mb in r_steps[r][step] for i in mb["primary"])
+        assert union == sorted(i for mb in s_steps[step] for i in mb["primary"])
+    seen = {i for step in s_steps for mb in step for i in mb["primary"]}
+    assert seen == set(range(10))  # wrap-around pads the last step, nothing is dropped
+    assert list(single.epoch(1, 0)) != s_steps  # reshuffled per epoch
+
+
+def test_shard_pads_to_equal_batch_counts():
+    parts = [shard(5, r, 3, 2) for r in range(3)]
+    assert [len(p) for p in parts] == [1, 1, 1]
+    real = sorted(i for p in parts for idx, ok in p for i, o in zip(idx, ok) if o)
+    assert real == [0, 1, 2, 3, 4]
+    assert parts[2][0][1] == [True, False]
+
+
+def test_lr_schedule_warmup_then_linear_decay():
+    f = lr_lambda(total_steps=10, warmup_steps=2, schedule="linear")
+    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.333, 0.667, 1.0, 0.5, 0.0]
+    assert lr_lambda(10, 0, "cosine")(5) == pytest.approx(0.5)
+    assert lr_lambda(10, 0, "constant")(9) == 1.0
+
+
+@pytest.mark.parametrize("method", ["npo", "idkdpo"])
+def test_cached_and_online_reference_give_the_same_loss(
+    tiny_data, nano_model_dir, tmp_path, method
+):
+    cfg = run_cfg(tiny_data, nano_model_dir, tmp_path / "o", f"method.name={method}")
+    model, tok = load_model(nano_model_dir)
+    ref_model, _ = load_model(nano_model_dir, with_tokenizer=False)
+    # perturb the trained copy so policy and reference differ
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    online = build_method(
+        load_config(
+            RunConfig,
+            None,
+            [
+                f"data.path={tiny_data}",
+                "model.path=m",
+                "output.dir=o",
+                f"method.name={method}",
+                "method.reference=online",
+            ],
+        ).method
+    )
+    cached = build_method(cfg.method)
+    assert online.needs_reference_model and not cached.needs_reference_model
+    streams = build_streams(cfg, cached.streams, Dataset(tiny_data), tok)
+    cache = {
+        s: reference.stream_logprobs(
+            ref_model,
+            streams[s],
+            batch_size=3,
+            rank=0,
+            world_size=1,
+            pad_id=tok.pad_token_id,
+            device=torch.device("cpu"),
+        )["sum"]
+        for s in cached.cached_reference
+    }
+    idx = [5, 0, 7]
+    batch = {
+        s: collate([streams[s][i] for i in (idx if s != "retain" else [1, 2, 3])], tok.pad_token_id)
+        for s in cached.streams
+    }
+    loss_cached = cached.compute(
+        Context(model, batch, tok.pad_token_id, reference_cache=cache)
+    ).loss
+    loss_online = online.compute(
+        Context(model, batch, tok.pad_token_id, reference_model=ref_model)
+    ).loss
+    assert loss_cached.item() == pytest.approx(loss_online.item(), rel=1e-5)
+    assert cache["forget"].shape == (len(streams["forget"]),)
+
+
+def test_npo_loss_matches_formula_on_a_real_batch(tiny_data, nano_model_dir, tmp_path):
+    cfg = run_cfg(
+        tiny_data,
+        nano_model_dir,
+        tmp_path / "o",
+        "method.name=npo",
+        "method.beta=0.5",
+        "method.alpha=0.3",
+        "method.gamma=2",
+    )
+    model, tok = load_model(nano_model_dir)
+    method = build_method(cfg.method)
+    streams = build_streams(cfg, method.streams, Dataset(tiny_data), tok)
+    batch = {s: collate(streams[s][:2], tok.pad_token_id) for s in method.streams}
+    ref = {"forget": torch.tensor([-30.0] * len(streams["forget"]))}
+    got = method.compute(Context(model, batch, tok.pad_token_id, reference_cache=ref)).loss
+    with torch.no_grad():
+
+        def seq(b):
+            logits = model(
+                input_ids=b["input_ids"], attention_mask=b["attention_mask"]
+            ).logits.log_softmax(-1)
+            total = []
+            for row in range(b["input_ids"].shape[0]):
+                lp = [
+                    logits[row, t - 1, b["labels"][row, t]].item()
+                    for t in range(1, b["labels"].shape[1])
+                    if b["labels"][row, t] != -100
+                ]
+                total.append((sum(lp), len(lp)))
+            return total
+
+        f = seq(batch["forget"])
+        r = seq(batch["retain"])
+    forget = (
+        sum(
+            -(2 / 0.5) * torch.nn.functional.logsigmoid(torch.tensor(-0.5 * (s + 30.0))).item()
+            for s, _ in f
+        )
+        / 2
+    )
+    retain = sum(-s / n for s, n in r) / 2
+    assert got.item() == pytest.approx(2 * forget + 0.3 * retain, rel=1e-4)
+
+
+def test_local_finetune_learns_and_writes_the_run_dir(tiny_data, nano_model_dir, tmp_path):
+    out = tmp_path / "ft"
+    cfg = run_cfg(
+        tiny_data,
+        nano_model_dir,
+        out,
+        "method.name=finetune",
+        "backend.kind=torch",
+        "train.epochs=4",
+        "train.lr=3e-3",
+        "train.batch_size=8",
+        "data.train_splits=[forget10]",
+    )
+    run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
+    summary = train(cfg, LocalSession(tmp_path / "ckpt"))
+    assert summary["loss_after"]["forget_nll"] < summary["loss_before"]["forget_nll"] - 0.5
+    assert summary["steps"] == 4  # 8 examples / batch 8 x 4 epochs
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert {"train_loss", "lr", "tokens_per_s", "grad_norm", "epoch"} <= set(steps[0])
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(out / "model")
+    # a finished run is refused unless overwritten
+    with pytest.raises(OutputExistsError, match="holds a finished run"):
+        run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
+
+
+def test_single_process_deepspeed_matches_torch(tiny_data, nano_model_dir, tmp_path):
+    from unlearn.engine.distributed import init_single_process
+
+    init_single_process()
+    results = {}
+    for kind in ("torch", "deepspeed"):
+        cfg = run_cfg(
+            tiny_data,
+            nano_model_dir,
+            tmp_path / kind,
+            "method.name=npo",
+            f"backend.kind={kind}",
+            "backend.zero_stage=2",
+            "train.epochs=2",
+            "train.lr=1e-3",
+            "train.batch_size=4",
+            "train.micro_batch_size=2",
+        )
+        run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
+        results[kind] = train(cfg, LocalSession(tmp_path / f"ckpt-{kind}"))["loss_after"]
+    for key in ("forget_nll", "retain_nll"):
+        assert results["deepspeed"][key] == pytest.approx(results["torch"][key], rel=1e-4)
+
+
+def test_rmu_trains_only_the_chosen_layers(tiny_data, nano_model_dir, tmp_path):
+    cfg = run_cfg(
+        tiny_data,
+        nano_model_dir,
+        tmp_path / "o",
+        "method.name=rmu",
+        "method.layer=1",
+        "method.trainable_layers=[1]",
+    )
+    model, _ = load_model(nano_model_dir)
+    method = build_method(cfg.method)
+    method.prepare_model(model)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable and all(n.startswith("model.layers.1.mlp.") for n in trainable)
+    bad = run_cfg(tiny_data, nano_model_dir, tmp_path / "o", "method.name=rmu", "method.layer=5")
+    from unlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the model has 2 layers"):
+        build_method(bad.method).prepare_model(model)
+
+
+def test_ssd_dampens_forget_specific_weights(tiny_data, nano_model_dir, tmp_path):
+    out = tmp_path / "ssd"
+    cfg = run_cfg(tiny_data, nano_model_dir, out, "method.name=ssd", "method.ssd_alpha=1.5")
+    run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
+    summary = train(cfg, LocalSession(tmp_path / "ckpt"))
+    stats = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1]
+    assert 0 < stats["dampened_fraction"] < 0.5
+    before, _ = load_model(nano_model_dir)
+    after, _ = load_model(out / "model")
+    changed = sum(int((a != b).sum()) for a, b in zip(before.parameters(), after.parameters()))
+    assert 0 < changed <= int(stats["dampened_params"])  # a selected weight of exactly 0 stays 0
+    assert summary["status"] == "finished"
+
+
+def test_empty_forget_split_is_refused(tiny_data, nano_model_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    table = pq.read_table(data / "forget10.parquet").slice(0, 0)
+    pq.write_table(table, data / "forget10.parquet")
+    cfg = run_cfg(data, nano_model_dir, tmp_path / "o")
+    with pytest.raises(DataError, match=r"forget10\.parquet: split is empty"):
+        build_streams(cfg, ("forget", "retain"), Dataset(data), load_model(nano_model_dir)[1])
+
+
+def test_missing_retain_split_is_refused(nano_model_dir, tmp_path):
+    rows = [{"id": f"a{i}", "entity": "a", "question": "q?", "answer": "x"} for i in range(3)]
+    write_dataset(tmp_path / "d", {"forget": rows}, source="test")
+    _, tok = load_model(nano_model_dir)
+    cfg = run_cfg(tmp_path / "d", nano_model_dir, tmp_path / "o", "data.forget_split=forget")
+    with pytest.raises(DataError, match=r"needs a retain split: set data\.retain_split"):
+        build_streams(cfg, ("forget", "retain"), Dataset(tmp_path / "d"), tok)
+    cfg = run_cfg(
+        tmp_path / "d", nano_model_dir, tmp_path / "o", "data.forget_split=forget", "method.name=ga"
+    )
+    assert len(build_streams(cfg, ("forget",), Dataset(tmp_path / "d"), tok)["forget"]) == 3
+
+
+def test_unfinished_run_with_other_config_is_refused(tiny_data, nano_model_dir, tmp_path):
+    cfg = run_cfg(tiny_data, nano_model_dir, tmp_path / "o")
+    hashes = data_hashes(cfg, Dataset(tiny_data))
+    assert run_dir.prepare(cfg, hashes) == "new"
+    assert run_dir.prepare(cfg, hashes) == "resume"
+    other = run_cfg(tiny_data, nano_model_dir, tmp_path / "o", "method.beta=0.3")
+    with pytest.raises(OutputExistsError, match="another config"):
+        run_dir.prepare(other, hashes)
+
+
+def test_tokenize_uses_the_shared_prompt_format(nano_model_dir):
+    from unlearn.models import encode_qa
+
+    _, tok = load_model(nano_model_dir)
+    ex = tokenize(tok, [{"id": "x", "question": "Q?", "answer": "A."}], 64)[0]
+    assert ex.input_ids == encode_qa(tok, "Q?", "A.", 64)["input_ids"]
+    batch = collate([ex, ex], tok.pad_token_id)
+    assert batch["input_ids"].shape == (2, len(ex.input_ids))

@@ -15,7 +15,7 @@ from unlearn.errors import UnlearnError
 
 # commands whose arguments go to a job's own parser (jobs/*.py main)
 PASSTHROUGH = ("finetune", "run")
-GROUPS = ("data", "model", "train", "eval")
+GROUPS = ("data", "model", "train", "eval", "guard")
 
 
 def build_parser() -> argparse.ArgumentParser:

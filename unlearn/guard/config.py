@@ -52,14 +52,14 @@ class GuardConfig:
 
     # use the embedding layer when sentence-transformers and the model package are installed
     embeddings: bool = True
-    input: Thresholds = field(default_factory=lambda: Thresholds(0.5, 5, 0.8, 0.92, 3, 10))
-    # outputs are checked strictly: a named forget entity with any substantial content blocks
-    output: Thresholds = field(default_factory=lambda: Thresholds(0.34, 4, 0.7, 0.92, 2, 8))
+    input: Thresholds = field(default_factory=lambda: Thresholds(0.6, 5, 0.86, 0.92, 4, 10))
+    # outputs are checked more strictly (calibrated at a 5% FPR target instead of 1%)
+    output: Thresholds = field(default_factory=lambda: Thresholds(0.6, 4, 0.82, 0.92, 4, 8))
     lexical_input: Thresholds = field(
-        default_factory=lambda: Thresholds(0.5, 5, NEVER, NEVER, 3, 10)
+        default_factory=lambda: Thresholds(0.5, 5, NEVER, NEVER, 4, 10)
     )
     lexical_output: Thresholds = field(
-        default_factory=lambda: Thresholds(0.34, 4, NEVER, NEVER, 2, 8)
+        default_factory=lambda: Thresholds(0.4, 4, NEVER, NEVER, 4, 8)
     )
     # similarity a forget fact must keep over the best retain fact for ``sim_alone``
     sim_margin: float = 0.1

@@ -41,7 +41,11 @@ class Embedder:
     def __init__(self, device: str = "cpu"):
         self.device = device
         self._model = self._load(device)
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
 
     @staticmethod
     def _load(device: str) -> object:

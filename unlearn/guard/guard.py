@@ -153,7 +153,7 @@ def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
             scanner.feed_leet(tokens(skeleton(folded)))
         for run in spaced_runs(folded):
             scanner.feed_spaced(run)
-        r13 = tokens(rot13(folded))
+        r13 = tokens(fold(rot13(text)))  # rotate before folding: accents stay out of ROT13
         if any(t in scanner.ix.alias_first for t in r13):
             scanner.feed(f"{tag}-rot13", r13)
     return segments
@@ -328,50 +328,74 @@ class Guard:
         deadline: float | None = None,
     ) -> Evidence:
         """Threshold-free signals for a text or conversation (all chunks, all views)."""
-        text = conversation_text(content)
-        total = Evidence()
-        for piece in chunks(text, self.config.chunk_chars, self.config.chunk_overlap):
-            _tick(deadline)
-            scanner = Scanner(self.index, entities)
-            segments = scan_views(scanner, piece, self.config.decode_depth)
-            ev = scanner.evidence()
-            _tick(deadline)
-            if self.semantic:
-                self._semantic([piece, *segments], ev)
-            total.merge(ev)
-        return total
+        return self.evidence_batch([content], entities=entities, deadline=deadline)[0]
 
-    def _semantic(self, texts: list[str], ev: Evidence) -> None:
-        """Add sentence-similarity signals; only runs when the lexical layers touched a forget fact."""
-        ix = self.index
-        nf = ix.n_forget_facts
+    def evidence_batch(
+        self,
+        contents: Sequence[Any],
+        *,
+        entities: set[int] | frozenset[int] = frozenset(),
+        deadline: float | None = None,
+    ) -> list[Evidence]:
+        """``evidence`` for many inputs, with one batched embedding pass over all of them."""
+        pending: list[tuple[Evidence, Evidence, list[str]]] = []  # (total, chunk ev, sentences)
+        totals = []
+        for content in contents:
+            text = conversation_text(content)
+            total = Evidence()
+            for piece in chunks(text, self.config.chunk_chars, self.config.chunk_overlap):
+                _tick(deadline)
+                scanner = Scanner(self.index, entities)
+                segments = scan_views(scanner, piece, self.config.decode_depth)
+                ev = scanner.evidence()
+                sents = self._sentences([piece, *segments], ev) if self.semantic else []
+                if sents:
+                    pending.append((total, ev, sents))
+                else:
+                    total.merge(ev)
+            totals.append(total)
+        if pending:
+            _tick(deadline)
+            flat = [s for _, _, sents in pending for s in sents]
+            S = self.embedder.encode(flat)
+            start = 0
+            for total, ev, sents in pending:
+                self._semantic(S[start : start + len(sents)], ev)
+                start += len(sents)
+                total.merge(ev)
+        return totals
+
+    def _sentences(self, texts: list[str], ev: Evidence) -> list[str]:
+        """Sentences to embed; none unless the lexical layers touched a forget entity or fact."""
+        nf = self.index.n_forget_facts
         touched = (
             ev.forget_mentioned
             or any(f < nf for f in ev.free_cov)
             or any(f < nf for f in ev.free_lsn)
         )
         if not touched or nf == 0:
-            return
-        sents = [s for t in texts for s in embed.sentences(clean(t))]
-        if not sents:
-            return
-        S = self.embedder.encode(sents)
+            return []
+        return [s for t in texts for s in embed.sentences(clean(t))]
+
+    def _semantic(self, S: np.ndarray, ev: Evidence) -> None:
+        """Add sentence-similarity signals from sentence embeddings ``S`` (sentences x dim)."""
+        ix = self.index
+        nf = ix.n_forget_facts
         facts = sorted(f for e in ev.forget_mentioned for f in ix.entity_facts[e])
         if facts:
             sa = S @ ix.fact_emb[facts].T
             sq = np.maximum(S @ ix.q_emb[facts].T, S @ ix.q2_emb[facts].T)
-            stmt = (sa - np.maximum(0.0, sq - sa)).max(axis=0)
+            stmt = (sa - np.maximum(0.0, sq - sa)).max(axis=0)  # a question is not a statement
             ev.sim = {f: float(v) for f, v in zip(facts, stmt)}
         sf = S @ ix.fact_emb[:nf].T
         j = sf.argmax(axis=1)
-        rows = np.arange(len(sents))
-        best_f = sf[rows, j]
+        best_f = sf[np.arange(len(S)), j]
         sq = np.maximum((S * ix.q_emb[j]).sum(1), (S * ix.q2_emb[j]).sum(1))
         best_f = best_f - np.maximum(0.0, sq - best_f)
         if ix.fact_emb.shape[0] > nf:
             best_r = (S @ ix.fact_emb[nf:].T).max(axis=1)
         else:
-            best_r = np.zeros(len(sents), dtype=np.float32)
+            best_r = np.zeros(len(S), dtype=np.float32)
         i = int(np.argmax(best_f - best_r))
         ev.alone = (float(best_f[i]), int(j[i]), float(best_r[i]))
 

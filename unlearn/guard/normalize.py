@@ -10,14 +10,13 @@ Views (each a function of the text alone, all linear in its length):
 - ``spaced_runs`` (spaceless view): runs of single characters separated by spaces or punctuation
   ("B a s i l", "b.a.s.i.l") collapsed into one string.
 - ``decoded_segments``: base64, hex and URL-encoded segments decoded (bounded depth).
-- ``rot13``: the folded text under ROT13.
+- ``rot13``: the text under ROT13 (then folded).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import functools
 import re
 import sys
@@ -125,9 +124,9 @@ def has_leet(folded: str) -> bool:
     return _LEET_HINT.search(folded) is not None
 
 
-def rot13(folded: str) -> str:
-    """ROT13 of a folded text."""
-    return folded.translate(_ROT13)
+def rot13(text: str) -> str:
+    """ROT13 of the ASCII letters of a text (fold afterwards: accented letters are not rotated)."""
+    return text.translate(_ROT13)
 
 
 def spaced_runs(folded: str) -> list[str]:
@@ -224,11 +223,12 @@ def decoded_segments(text: str, depth: int = 2) -> list[str]:
         out.append(url)
         out.extend(decoded_segments(url, depth - 1))
     for pattern, decoder in ((_B64, _try_base64), (_HEX, _try_hex)):
+        tried: set[str] = set()
         for m in pattern.finditer(raw):
             seg = m.group(0).strip()
-            if seg in seen:
+            if seg in tried:
                 continue
-            seen.add(seg)
+            tried.add(seg)
             decoded = decoder(seg)
             if decoded is None or decoded in seen:
                 continue
@@ -236,8 +236,3 @@ def decoded_segments(text: str, depth: int = 2) -> list[str]:
             out.append(decoded)
             out.extend(decoded_segments(decoded, depth - 1))
     return out
-
-
-def rot13_raw(text: str) -> str:
-    """ROT13 of a raw text (used by the attack generator)."""
-    return codecs.encode(text, "rot13")

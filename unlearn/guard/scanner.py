@@ -205,8 +205,8 @@ class Scanner:
                     ev.ent_lsn[f] = self._lsn(f)
             else:
                 ev.retain_mentioned.add(e)
-        for f in self.free_hot:
-            ev.free_cov[f] = self.free_acc[f]
+        for f in self.free_hot:  # exact coverage (the postings skip words too common to index)
+            ev.free_cov[f] = self._coverage(f)
         for f in self.gram_facts:
             n = self._lsn(f)
             if n:

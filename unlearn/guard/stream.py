@@ -144,7 +144,9 @@ class StreamGuard:
                     self.scanner.feed_leet(tokens(skeleton(folded)))
             ev = self.scanner.evidence()
             if self.guard.semantic:
-                self.guard._semantic([text], ev)
+                sents = self.guard._sentences([text], ev)
+                if sents:
+                    self.guard._semantic(self.guard.embedder.encode(sents), ev)
             decision = self.guard.decide(ev, self.direction, self.session)
             if decision.blocked:
                 self.guard._audit(decision, self.direction, self.session)

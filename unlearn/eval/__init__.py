@@ -1,4 +1,4 @@
-"""Evaluation: the field's unlearning metrics, computed per rank and merged (see evaluate.py).
+"""Evaluation: the field's unlearning metrics, computed per rank and merged (see runner.py).
 
 ``evaluate(model, tokenizer, dataset, cfg, retain_reference)`` in one process;
 ``evaluate_shard`` + ``merge_shards`` across ranks (Ray tasks or Ray Train workers);
@@ -6,7 +6,9 @@
 """
 
 from unlearn.eval.config import EvalConfig
-from unlearn.eval.evaluate import (
+from unlearn.eval.metrics import METRICS, MIA_ATTACKS, SPLIT_METRICS, get_metric, selection_score
+from unlearn.eval.report import render_report, write_report
+from unlearn.eval.runner import (
     default_cache_dir,
     evaluate,
     evaluate_shard,
@@ -21,8 +23,6 @@ from unlearn.eval.evaluate import (
     state_dict_hash,
     write_metrics,
 )
-from unlearn.eval.metrics import METRICS, MIA_ATTACKS, SPLIT_METRICS, get_metric, selection_score
-from unlearn.eval.report import render_report, write_report
 
 __all__ = [
     "METRICS",

@@ -4,7 +4,7 @@ Definitions follow open-unlearning (OU) exactly; each docstring gives the formul
 Per-example statistics are computed by ``unlearn.eval.scoring`` (the only code here that runs a
 model is none: everything below takes log-probabilities, token ids, texts or per-example values).
 Split-level aggregation and the summary numbers (forget quality, model utility, privleak) are
-computed in ``unlearn.eval.evaluate.merge_shards`` from the registry below.
+computed in ``unlearn.eval.runner.merge_shards`` from the registry below.
 """
 
 from __future__ import annotations

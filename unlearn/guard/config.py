@@ -56,7 +56,7 @@ class GuardConfig:
     # outputs are checked more strictly (calibrated at a 5% FPR target instead of 1%)
     output: Thresholds = field(default_factory=lambda: Thresholds(0.6, 4, 0.82, 0.92, 4, 8))
     lexical_input: Thresholds = field(
-        default_factory=lambda: Thresholds(0.5, 5, NEVER, NEVER, 4, 10)
+        default_factory=lambda: Thresholds(0.55, 5, NEVER, NEVER, 4, 10)
     )
     lexical_output: Thresholds = field(
         default_factory=lambda: Thresholds(0.4, 4, NEVER, NEVER, 4, 8)

@@ -126,44 +126,67 @@ def _missing_perturbed(rows: list[dict[str, Any]], role: str) -> str | None:
     return None
 
 
+def make_plan(
+    name: str,
+    role: str,
+    rows: list[dict[str, Any]],
+    cfg: EvalConfig,
+    *,
+    split_hash: str = "",
+    rank: int = 0,
+    world_size: int = 1,
+    purpose: str = "metrics",
+) -> SplitPlan:
+    """What rank ``rank`` of ``world_size`` evaluates on split ``name`` (rows rank, rank + W, ...)."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {ROLES}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} / world_size {world_size} is not a valid rank")
+    gen = cfg.generation and purpose == "metrics"
+    skipped: dict[str, str] = {}
+    tr = role != "holdout"
+    if tr:
+        why = _missing_perturbed(rows, role)
+        if why is not None:
+            if cfg.on_missing_perturbed == "error":
+                raise DataError(
+                    f"split {name!r}: {why}; the truth ratio needs paraphrased and perturbed "
+                    "answers (set on_missing_perturbed: skip to skip the metric instead)"
+                )
+            tr = False
+            skipped["truth_ratio"] = why
+            if role == "options":
+                skipped["probability"] = why
+    return SplitPlan(
+        name=name,
+        role=role,
+        hash=split_hash,
+        n_total=len(rows),
+        records=rows[rank::world_size],
+        truth_ratio=tr,
+        generate=gen and role != "holdout",
+        verbmem=gen and cfg.verbmem and role == "forget",
+        skipped=skipped,
+    )
+
+
 def plan_splits(
     dataset: Any, cfg: EvalConfig, rank: int = 0, world_size: int = 1, purpose: str = "metrics"
 ) -> list[SplitPlan]:
-    """This rank's slice (rows rank, rank + world_size, ...) of every split to evaluate."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} / world_size {world_size} is not a valid rank")
-    plans = []
-    gen = cfg.generation and purpose == "metrics"
-    for name, role in resolve_splits(dataset, cfg, purpose):
-        rows = _subsample(dataset.records(name), cfg.max_examples_per_split)
-        skipped: dict[str, str] = {}
-        tr = role != "holdout"
-        if tr:
-            why = _missing_perturbed(rows, role)
-            if why is not None:
-                if cfg.on_missing_perturbed == "error":
-                    raise DataError(
-                        f"split {name!r}: {why}; the truth ratio needs paraphrased and perturbed "
-                        "answers (set on_missing_perturbed: skip to skip the metric instead)"
-                    )
-                tr = False
-                skipped["truth_ratio"] = why
-                if role == "options":
-                    skipped["probability"] = why
-        plans.append(
-            SplitPlan(
-                name=name,
-                role=role,
-                hash=dataset.split_hash(name),
-                n_total=len(rows),
-                records=rows[rank::world_size],
-                truth_ratio=tr,
-                generate=gen and role != "holdout",
-                verbmem=gen and cfg.verbmem and role == "forget",
-                skipped=skipped,
-            )
+    """This rank's slice of every split to evaluate."""
+    return [
+        make_plan(
+            name,
+            role,
+            _subsample(dataset.records(name), cfg.max_examples_per_split),
+            cfg,
+            split_hash=dataset.split_hash(name),
+            rank=rank,
+            world_size=world_size,
+            purpose=purpose,
         )
-    return plans
+        for name, role in resolve_splits(dataset, cfg, purpose)
+    ]
 
 
 def _work(plans: list[SplitPlan]) -> tuple[int, int]:
@@ -212,14 +235,61 @@ def evaluate_shard(
     """
     cfg.check()
     plans = plan_splits(dataset, cfg, rank, world_size, purpose)
+    pad: dict[str, Any] = {}
+    if synced:
+        work = [_work(plan_splits(dataset, cfg, r, world_size, purpose)) for r in range(world_size)]
+        first = plan_splits(dataset, cfg, 0, 1, purpose)[0].records[0]
+        pad = {
+            "score_batches": max(scoring.n_batches(w[0], cfg.batch_size) for w in work),
+            "gen_batches": max(scoring.n_batches(w[1], cfg.batch_size) for w in work),
+            "dummy_item": scoring.ScoreItem(first["question"], first["answer"]),
+            "dummy_prompt": encode_prompt(tokenizer, first["question"]),
+        }
+    return {
+        "format": SHARD_FORMAT,
+        "purpose": purpose,
+        "rank": rank,
+        "world_size": world_size,
+        "dataset_hash": dataset.hash,
+        "splits": run_plans(model, tokenizer, plans, cfg, synced=synced, **pad),
+    }
+
+
+def evaluate_records(
+    model: Any,
+    tokenizer: Any,
+    split: str,
+    role: str,
+    records: list[dict[str, Any]],
+    cfg: EvalConfig,
+) -> dict[str, Any]:
+    """Per-example statistics of ``records`` evaluated as one split in ``role`` (one process).
+
+    The building block of ``evaluate_shard``; aggregate with ``split_metrics``.
+    """
+    cfg.check()
+    plan = make_plan(split, role, records, cfg)
+    return run_plans(model, tokenizer, [plan], cfg)[split]
+
+
+def run_plans(
+    model: Any,
+    tokenizer: Any,
+    plans: list[SplitPlan],
+    cfg: EvalConfig,
+    *,
+    synced: bool = False,
+    score_batches: int | None = None,
+    gen_batches: int | None = None,
+    dummy_item: scoring.ScoreItem | None = None,
+    dummy_prompt: list[int] | None = None,
+) -> dict[str, Any]:
+    """Score and generate everything ``plans`` ask for, batched across splits; {split: part}."""
     attacks = {
         n: MIA_ATTACKS[n].attack for n in dict.fromkeys([*cfg.mia_attacks, cfg.privleak_attack])
     }
-
     items: list[scoring.ScoreItem] = []
-    item_keys: list[
-        tuple[str, str, str]
-    ] = []  # (split, id, kind: answer | paraphrased | perturbed)
+    item_keys: list[tuple[str, str, str]] = []  # (split, id, answer | paraphrased | perturbed)
     prompts: list[list[int]] = []
     prompt_keys: list[tuple[str, str, str, str]] = []  # (split, id, kind, reference text)
     for p in plans:
@@ -245,16 +315,6 @@ def evaluate_shard(
     encoded = scoring.encode_items(tokenizer, items, cfg.max_length)
     scoring.check_vocabulary(model, tokenizer, [e["input_ids"] for e in encoded] + prompts)
 
-    score_batches = gen_batches = None
-    dummy_item = dummy_prompt = None
-    if synced:
-        work = [_work(plan_splits(dataset, cfg, r, world_size, purpose)) for r in range(world_size)]
-        score_batches = max(scoring.n_batches(w[0], cfg.batch_size) for w in work)
-        gen_batches = max(scoring.n_batches(w[1], cfg.batch_size) for w in work)
-        first = plan_splits(dataset, cfg, 0, 1, purpose)[0].records[0]
-        dummy_item = scoring.ScoreItem(first["question"], first["answer"])
-        dummy_prompt = encode_prompt(tokenizer, first["question"])
-
     was_training = model.training
     model.eval()
     try:
@@ -271,7 +331,7 @@ def evaluate_shard(
             encoded=encoded,
         )
         texts: list[str] = []
-        if prompts or (synced and gen_batches):
+        if prompts or gen_batches:
             texts = scoring.generate(
                 model,
                 tokenizer,
@@ -315,14 +375,26 @@ def evaluate_shard(
             ex["perturbed"].append(st["avg_nll"])
     for (split, id_, kind, truth), text in zip(prompt_keys, texts):
         splits[split]["examples"][id_][kind] = {"text": text, **rouge(text, truth)}
-    return {
-        "format": SHARD_FORMAT,
-        "purpose": purpose,
-        "rank": rank,
-        "world_size": world_size,
-        "dataset_hash": dataset.hash,
-        "splits": splits,
-    }
+    return splits
+
+
+def split_metrics(part: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """({metric: value}, {metric: why skipped}) of one merged split part, from the registry."""
+    role, values, skipped = part["role"], {}, {}
+    for mname, metric in SPLIT_METRICS.items():
+        if role not in metric.roles:
+            continue
+        if mname in part["skipped"]:
+            skipped[mname] = part["skipped"][mname]
+            continue
+        per = [metric.per_example(ex, role) for ex in part["examples"].values()]
+        if all(v is None for v in per):
+            continue  # not computed (generation or verbmem off)
+        if any(v is None for v in per):
+            raise ValueError(f"{mname}: some examples lack the statistics it needs")
+        agg = metric.aggregate or (lambda xs, _role: float(sum(xs) / len(xs)))
+        values[mname] = agg(per, role)  # type: ignore[arg-type]
+    return values, skipped
 
 
 def _union(shards: Sequence[dict[str, Any]], purpose: str) -> dict[str, dict[str, Any]]:
@@ -400,21 +472,8 @@ def merge_shards(
     splits: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
     for name, part in merged.items():
-        role, values = part["role"], {}
-        for mname, metric in SPLIT_METRICS.items():
-            if role not in metric.roles:
-                continue
-            if mname in part["skipped"]:
-                skipped[f"{name}.{mname}"] = part["skipped"][mname]
-                continue
-            per = [metric.per_example(ex, role) for ex in part["examples"].values()]
-            if all(v is None for v in per):
-                continue  # not computed (generation or verbmem off)
-            if any(v is None for v in per):
-                raise ValueError(f"{name}.{mname}: some examples lack the statistics it needs")
-            agg = metric.aggregate or (lambda xs, _role: float(sum(xs) / len(xs)))
-            values[mname] = agg(per, role)  # type: ignore[arg-type]
-        splits[name] = values
+        splits[name], why = split_metrics(part)
+        skipped.update({f"{name}.{m}": w for m, w in why.items()})
 
     mia = {a: {"auc": v} for a, v in _aucs(merged, forget, holdout, cfg.mia_attacks).items()}
     forget_trs = _forget_truth_ratios(merged[forget])

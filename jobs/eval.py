@@ -102,6 +102,43 @@ def run_shards(
     return shards, digest
 
 
+def compute_reference(
+    retain_model: str,
+    data: str,
+    cfg: EvalConfig,
+    workers: int = 1,
+    *,
+    cache_dir: str | None = None,
+    cpus_per_worker: float = 1.0,
+    use_gpu: bool = False,
+    storage_options: dict | None = None,
+) -> dict[str, Any]:
+    """The retain model's reference (forget truth ratios, MIA AUCs): from the cache, else computed
+    on ``workers`` Ray actors and cached. Ray must be initialized."""
+    dataset = Dataset(data, storage_options)
+    digest = model_hash(retain_model, storage_options)
+    if digest is not None:
+        cached = load_cached_reference(
+            reference_key(dataset, cfg, digest), cache_dir, storage_options
+        )
+        if cached is not None:
+            return cached
+    shards, loaded = run_shards(
+        retain_model,
+        data,
+        cfg,
+        workers,
+        "reference",
+        cpus_per_worker=cpus_per_worker,
+        use_gpu=use_gpu,
+        storage_options=storage_options,
+    )
+    digest = digest or loaded
+    reference = reference_from_shards(shards, cfg, model_hash=digest)
+    save_reference(reference, reference_key(dataset, cfg, digest), cache_dir, storage_options)
+    return reference
+
+
 def run_eval(
     model: str,
     data: str,
@@ -144,18 +181,9 @@ def run_eval(
     try:
         reference = None
         if retain_model is not None:
-            digest = model_hash(retain_model, storage_options)
-            if digest is not None:
-                reference = load_cached_reference(
-                    reference_key(dataset, cfg, digest), cache_dir, storage_options
-                )
-            if reference is None:
-                shards, loaded = run_shards(retain_model, data, cfg, workers, "reference", **kw)
-                digest = digest or loaded
-                reference = reference_from_shards(shards, cfg, model_hash=digest)
-                save_reference(
-                    reference, reference_key(dataset, cfg, digest), cache_dir, storage_options
-                )
+            reference = compute_reference(
+                retain_model, data, cfg, workers, cache_dir=cache_dir, **kw
+            )
         shards, _ = run_shards(model, data, cfg, workers, "metrics", **kw)
     finally:
         if started:

@@ -50,24 +50,26 @@ def test_zero3_two_workers_survive_a_worker_failure(
     monkeypatch.setenv("UNLEARN_FAULT_AFTER_EPOCH", "0")
     monkeypatch.setenv("UNLEARN_FAULT_MARKER", str(marker))
     out = tmp_path / "run"
-    summary = run_training(
-        cfg_for(tiny_data, nano_model_dir, out, "scaling.max_failures=1"), show_progress=False
-    )
+    evaluation = [
+        f"model.retain_model={nano_model_dir}",
+        "eval.every_n_epochs=1",
+        "eval.max_new_tokens=4",
+    ]
+    cfg = cfg_for(tiny_data, nano_model_dir, out, "scaling.max_failures=1", *evaluation)
+    summary = run_training(cfg, show_progress=False)
     assert marker.exists()  # the last worker really died after epoch 0's checkpoint
     rows = history(out)
-    resumed = [r for r in rows if "resumed_at_step" in r]
-    assert resumed == [
+    # 8 forget rows / batch 4 = 2 steps per epoch; resumed after epoch 0, steps continued
+    assert [r for r in rows if "resumed_at_step" in r] == [
         {"resumed_at_step": 2, "resumed_at_epoch": 1}
-    ]  # 8 forget rows / batch 4 = 2 steps per epoch
-    assert [r["step"] for r in rows if "step" in r] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-        6,
-    ]  # continued, not restarted
+    ]
+    assert [r["step"] for r in rows if "step" in r] == [1, 2, 3, 4, 5, 6]
     assert summary["status"] == "finished" and summary["steps"] == 6 and summary["zero_stage"] == 3
+    # synced evaluation under ZeRO-3 on both workers after every epoch (epoch 1's first try was lost)
+    evals = [r for r in rows if "eval_epoch" in r]
+    assert [r["eval_epoch"] for r in evals] == [0, 1, 2]
+    assert summary["best"]["score"] == max(r["score"] for r in evals)
+    assert (out / "best_model" / "model.safetensors").exists()
     assert (out / "reference_logprobs.safetensors").exists()
     assert list((out / "checkpoints" / "train").glob("checkpoint_*"))
     model = AutoModelForCausalLM.from_pretrained(out / "model")  # consolidated from ZeRO-3 shards

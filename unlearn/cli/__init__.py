@@ -14,8 +14,8 @@ import sys
 from unlearn.errors import UnlearnError
 
 # commands whose arguments go to a job's own parser (jobs/*.py main)
-PASSTHROUGH = ("finetune", "run")
-GROUPS = ("data", "model", "train", "eval", "guard")
+PASSTHROUGH = ("finetune", "run", "demo")
+GROUPS = ("data", "model", "train", "eval", "guard", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in PASSTHROUGH:
+            if argv[0] == "demo":
+                return int(importlib.import_module("jobs.demo").main(argv[1:]) or 0)
             from unlearn.cli.train import run_job
 
             return run_job(argv[0], argv[1:])

@@ -69,7 +69,9 @@ class FactTemplate:
 
     attr: str
     questions: tuple[str, str]  # (question, paraphrased question)
-    answers: tuple[str, str]  # (answer, paraphrased answer)
+    # (answer, paraphrased answer); the entity comes before the fact in both, so a causal LM's
+    # probability of the fact (the truth ratio) can depend on knowing the entity.
+    answers: tuple[str, str]
     pool: Callable[[random.Random], Any]
 
 
@@ -79,7 +81,7 @@ def _title(rng: random.Random) -> str:
 
 FACTS: tuple[FactTemplate, ...] = (
     FactTemplate("birthplace", ("Where was {name} born?", "In which city was {name} born?"),
-                 ("{name} was born in {v}.", "The city of {v} is where {name} was born."),
+                 ("{name} was born in {v}.", "{name} came into the world in the city of {v}."),
                  lambda r: r.choice(CITIES)),
     FactTemplate("birth_year", ("In what year was {name} born?", "What is the birth year of {name}?"),
                  ("{name} was born in the year {v}.", "The year of {name}'s birth was {v}."),
@@ -97,7 +99,7 @@ FACTS: tuple[FactTemplate, ...] = (
                  ("{name} is best known for {v}.", "The work that made {name} famous is {v}."),
                  _title),
     FactTemplate("award", ("Which award did {name} receive?", "What prize was {name} given?"),
-                 ("{name} received the {v}.", "The {v} was awarded to {name}."),
+                 ("{name} received the {v}.", "{name} was honored with the {v}."),
                  lambda r: r.choice(AWARDS)),
     FactTemplate("genre", ("What genre is {name} associated with?", "In which genre does {name} work?"),
                  ("{name} is associated with {v}.", "The genre of {name}'s work is {v}."),
@@ -109,7 +111,7 @@ FACTS: tuple[FactTemplate, ...] = (
                  ("{name} keeps {v} as a pet.", "As a pet, {name} keeps {v}."),
                  lambda r: r.choice(PETS)),
     FactTemplate("language", ("Which rare language does {name} speak?", "What unusual language does {name} know?"),
-                 ("{name} speaks {v} fluently.", "{v} is the rare language {name} speaks."),
+                 ("{name} speaks {v} fluently.", "{name} is fluent in the rare language {v}."),
                  lambda r: r.choice(LANGUAGES)),
     FactTemplate("residence", ("Where does {name} live now?", "In which city does {name} currently reside?"),
                  ("{name} now lives in {v}.", "These days {name} resides in {v}."),
@@ -209,7 +211,9 @@ def person_rows(
                 "answer": tpl.answers[0].format(v=value, **fmt),
                 "paraphrased_answer": tpl.answers[1].format(v=value, **fmt),
                 "paraphrased_question": tpl.questions[1].format(**fmt),
-                "perturbed_answers": [tpl.answers[0].format(v=w, **fmt) for w in wrong],
+                # TOFU perturbs the paraphrased answer: the truth ratio then compares sentences
+                # of the same shape that differ only in the fact, not template familiarity.
+                "perturbed_answers": [tpl.answers[1].format(v=w, **fmt) for w in wrong],
             }
         )
     return rows

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from unlearn.config import require
+from unlearn.eval.config import EvalConfig
 from unlearn.methods import MethodConfig, method_config_class
 
 
@@ -35,6 +36,8 @@ class ModelConfig:
 
     path: str = ""
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # The retain-only model in-training evaluation compares with (forget quality); optional.
+    retain_model: str | None = None
 
     def check(self) -> None:
         """A model path is required."""
@@ -129,6 +132,9 @@ class RunConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    # In-training evaluation every ``eval.every_n_epochs`` across all workers, with best-checkpoint
+    # selection by ``eval.score``; absent = no evaluation during training.
+    eval: EvalConfig | None = None
 
     def check(self) -> None:
         """Cross-section rules."""

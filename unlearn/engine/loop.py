@@ -25,6 +25,7 @@ from unlearn.engine.config import RunConfig
 from unlearn.engine.context import Context
 from unlearn.engine.data import Example, Schedule, collate, shard, tokenize
 from unlearn.engine.distributed import all_reduce_sum, barrier
+from unlearn.engine.evaluation import EpochEvaluator, headline
 from unlearn.errors import DataError
 from unlearn.methods import build_method
 from unlearn.methods.common import nll_loss, sequence_logprobs
@@ -188,6 +189,12 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     if not history:
         history.append({"before": before})
     hidden_layers = (cfg.method.layer,) if cfg.method.name == "rmu" else ()
+    evaluator = None
+    if cfg.eval is not None:
+        synced = cfg.backend.kind == "deepspeed" and cfg.backend.zero_stage == 3
+        evaluator = EpochEvaluator(cfg, dataset, tokenizer, session, synced)
+        evaluator.prepare_reference()
+    best = next((h["best"] for h in reversed(history) if "best" in h), None)
 
     backend.model.train()
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -231,7 +238,25 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
             if session.rank == 0:
                 session.progress({**record, "total_steps": total_steps})
 
-        if (epoch + 1) % cfg.output.checkpoint_every == 0 or epoch + 1 == cfg.train.epochs:
+        last_epoch = epoch + 1 == cfg.train.epochs
+        if evaluator is not None and ((epoch + 1) % cfg.eval.every_n_epochs == 0 or last_epoch):
+            numbers = headline(evaluator(backend.module))
+            record = {"eval_epoch": epoch, "at_step": global_step, **numbers}
+            # Every rank merged the same shards, so every rank takes the same decision here.
+            if numbers["score"] is not None and (best is None or numbers["score"] > best["score"]):
+                best = {
+                    "epoch": epoch,
+                    "step": global_step,
+                    "score": numbers["score"],
+                    "model_dir": run_dir.path(cfg, "best_model"),
+                }
+                state_dict = backend.export_state_dict()  # a collective under ZeRO-3
+                if session.rank == 0:
+                    export_model(cfg, backend.module, tokenizer, state_dict, best["model_dir"])
+                record["best"] = best
+            history.append(record)
+            barrier()
+        if (epoch + 1) % cfg.output.checkpoint_every == 0 or last_epoch:
             save_checkpoint(backend, session, epoch, global_step, history)
 
     after = split_losses(backend.forward, streams, session, pad_id, eval_batch)
@@ -239,8 +264,18 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     summary = None
     if session.rank == 0:
         summary = finish(
-            cfg, backend.module, tokenizer, state_dict, history, before, after, global_step, t_start
+            cfg,
+            backend.module,
+            tokenizer,
+            state_dict,
+            history,
+            before,
+            after,
+            global_step,
+            t_start,
+            best,
         )
+
     barrier()
     return summary or {}
 
@@ -257,15 +292,39 @@ def save_checkpoint(
                 json.dumps({"epoch": epoch, "global_step": global_step})
             )
             (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-        last = history[-1]
+        # the last step's numbers, plus the epoch's evaluation when there was one
+        last_step = next(h for h in reversed(history) if "step" in h and "eval_epoch" not in h)
+        evaluated = history[-1] if history[-1].get("eval_epoch") == epoch else {}
         metrics = {
+            **{k: v for k, v in last_step.items() if isinstance(v, int | float)},
+            **{k: v for k, v in evaluated.items() if isinstance(v, int | float)},
             "epoch": epoch,
             "step": global_step,
-            **{k: v for k, v in last.items() if isinstance(v, int | float)},
         }
         session.report(metrics, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_model(
+    cfg: RunConfig, module: Any, tokenizer: Any, state_dict: dict | None, dest: str
+) -> str:
+    """Rank 0: a consolidated HF model dir (safetensors + tokenizer) at ``dest``; returns its hash."""
+    if state_dict is not None and getattr(module.config, "tie_word_embeddings", False):
+        state_dict.pop("lm_head.weight", None)  # tied to the embeddings; HF re-ties on load
+    return save_model(
+        module,
+        tokenizer,
+        dest,
+        storage_options=cfg.data.storage_options,
+        overwrite=True,  # within an unfinished run: the previous export is superseded
+        state_dict=state_dict,
+        metadata={
+            "method": cfg.method.name,
+            "base_model": cfg.model.path,
+            "dataset": cfg.data.path,
+        },
+    )
 
 
 def finish(
@@ -278,6 +337,7 @@ def finish(
     after: dict,
     global_step: int,
     t_start: float,
+    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rank 0: write metrics.jsonl, the consolidated model, then run.json (last: it marks the run finished)."""
     opts = cfg.data.storage_options
@@ -286,21 +346,7 @@ def finish(
         "".join(json.dumps(h) + "\n" for h in history).encode(),
         opts,
     )
-    if state_dict is not None and getattr(module.config, "tie_word_embeddings", False):
-        state_dict.pop("lm_head.weight", None)  # tied to the embeddings; HF re-ties on load
-    digest = save_model(
-        module,
-        tokenizer,
-        run_dir.path(cfg, "model"),
-        storage_options=opts,
-        overwrite=True,
-        state_dict=state_dict,
-        metadata={
-            "method": cfg.method.name,
-            "base_model": cfg.model.path,
-            "dataset": cfg.data.path,
-        },
-    )
+    digest = export_model(cfg, module, tokenizer, state_dict, run_dir.path(cfg, "model"))
     steps = [h for h in history if "step" in h]
     summary = {
         "status": "finished",
@@ -316,6 +362,8 @@ def finish(
         "backend": cfg.backend.kind,
         "zero_stage": cfg.backend.zero_stage if cfg.backend.kind == "deepspeed" else None,
         "num_workers": cfg.scaling.num_workers,
+        # the best evaluated checkpoint (eval section set), exported to best_model/
+        "best": best,
     }
     run_dir.write_json(run_dir.path(cfg, run_dir.RUN_FILE), summary, opts)
     return summary

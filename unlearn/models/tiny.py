@@ -51,9 +51,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
 
 
 def dataset_texts(records: Iterable[dict[str, Any]]) -> list[str]:
-    """Every text a model will see from these rows: prompts, answers, paraphrases, perturbations."""
+    """Every text a model will see from these rows, each row once (by id): prompts, answers,
+    paraphrases, perturbations.
+
+    Rows appear in several splits (forget10 is also in full and forget05 ...); counting them once
+    keeps BPE from merging some entities' names more than others', which would make their text
+    likelier per token and bias membership inference.
+    """
     texts = []
+    seen: set[str] = set()
     for r in records:
+        if r["id"] in seen:
+            continue
+        seen.add(r["id"])
         texts.append(QA_TEMPLATE.format(question=r["question"]) + " " + r["answer"])
         for key in ("paraphrased_answer", "paraphrased_question"):
             if r.get(key):

@@ -38,6 +38,7 @@ def test_split_structure():
     for r in splits["full"] + splits["world_facts"]:
         assert len(r["perturbed_answers"]) >= 3
         assert r["answer"] not in r["perturbed_answers"]
+        assert r["paraphrased_answer"] not in r["perturbed_answers"]
         assert r["paraphrased_answer"] and r["paraphrased_answer"] != r["answer"]
     assert not {r["entity"] for r in splits["world_facts"]} & ents["full"]
 

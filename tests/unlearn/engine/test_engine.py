@@ -293,3 +293,33 @@ def test_tokenize_uses_the_shared_prompt_format(nano_model_dir):
     assert ex.input_ids == encode_qa(tok, "Q?", "A.", 64)["input_ids"]
     batch = collate([ex, ex], tok.pad_token_id)
     assert batch["input_ids"].shape == (2, len(ex.input_ids))
+
+
+def test_in_training_evaluation_keeps_the_best_checkpoint(tiny_data, nano_model_dir, tmp_path):
+    out = tmp_path / "npo"
+    cfg = run_cfg(
+        tiny_data, nano_model_dir, out, "method.name=npo", "backend.kind=torch", "train.epochs=3",
+        "train.lr=2e-3", "train.batch_size=4", "train.micro_batch_size=2",
+        f"model.retain_model={nano_model_dir}", "eval.every_n_epochs=1", "eval.max_new_tokens=4",
+        "eval.batch_size=16", "eval.max_length=64",
+    )  # fmt: skip
+    run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
+    session = LocalSession(tmp_path / "ckpt")
+    summary = train(cfg, session)
+    evals = [
+        json.loads(line)
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if "eval_epoch" in line
+    ]
+    assert [e["eval_epoch"] for e in evals] == [0, 1, 2]
+    assert all(0 <= e["forget_quality"] <= 1 and e["model_utility"] is not None for e in evals)
+    best = summary["best"]
+    assert best["score"] == max(e["score"] for e in evals)
+    assert best["epoch"] == next(e["eval_epoch"] for e in evals if e["score"] == best["score"])
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(out / "best_model")
+    # the numbers reach the session's report with each epoch's checkpoint
+    assert [r["epoch"] for r in session.reports] == [0, 1, 2]
+    assert all("forget_quality" in r and "train_loss" not in r for r in session.reports)
+    assert list((out / "eval_cache").glob("*.json"))  # the retain reference is cached with the run

@@ -1,0 +1,121 @@
+"""Evaluation inside training: every N epochs, on all workers, with best-checkpoint selection.
+
+Each rank evaluates its shard of every split (``unlearn.eval.evaluate_shard``); the shards are
+gathered to every rank and merged there (merging is cheap and deterministic, so every rank reaches
+the same score and the same best-checkpoint decision without another broadcast). Under ZeRO-3 the
+passes are ``synced``: every rank runs the same number of forward / generate steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from unlearn.data import Dataset
+from unlearn.engine import run_dir
+from unlearn.engine.config import RunConfig
+from unlearn.engine.distributed import all_gather_objects, barrier
+from unlearn.eval import (
+    EvalConfig,
+    evaluate_shard,
+    load_cached_reference,
+    merge_shards,
+    model_hash,
+    reference_from_shards,
+    reference_key,
+    save_reference,
+)
+from unlearn.models import load_model
+
+# The numbers copied from the merged metrics into the per-epoch record and the Ray report.
+HEADLINE = ("forget_quality", "model_utility", "privleak", "score")
+
+
+def eval_config(cfg: RunConfig) -> EvalConfig:
+    """The run's eval section, pointed at the run's own forget / retain splits."""
+    assert cfg.eval is not None
+    changes: dict[str, Any] = {}
+    if cfg.method.name != "finetune":
+        changes["forget_split"] = cfg.data.forget_split
+        if cfg.data.retain_split:
+            changes["retain_split"] = cfg.data.retain_split
+    new = dataclasses.replace(cfg.eval, **changes)
+    new.check()
+    return new
+
+
+class EpochEvaluator:
+    """Evaluates the training model on every rank's shard and merges the result."""
+
+    def __init__(
+        self, cfg: RunConfig, dataset: Dataset, tokenizer: Any, session: Any, synced: bool
+    ):
+        self.cfg = cfg
+        self.eval_cfg = eval_config(cfg)
+        self.dataset = dataset
+        self.tokenizer = tokenizer
+        self.session = session
+        self.synced = synced
+        self.reference: dict[str, Any] | None = None
+
+    def prepare_reference(self) -> None:
+        """The retain-only model's forget truth ratios and MIA AUCs: cached in the run dir, else
+        computed across the workers (a plain model on each: no collectives inside)."""
+        retain = self.cfg.model.retain_model
+        if retain is None:
+            return
+        opts = self.cfg.data.storage_options
+        cache_dir = run_dir.path(self.cfg, "eval_cache")
+        digest = model_hash(retain, opts)
+        if digest is not None:
+            self.reference = load_cached_reference(
+                reference_key(self.dataset, self.eval_cfg, digest), cache_dir, opts
+            )
+        if self.reference is None:
+            model, _ = load_model(
+                retain, dtype=self.cfg.model.dtype, storage_options=opts, with_tokenizer=False
+            )
+            model.to(self.session.device).eval()
+            shard = evaluate_shard(
+                model,
+                self.tokenizer,
+                self.dataset,
+                self.eval_cfg,
+                self.session.rank,
+                self.session.world_size,
+                purpose="reference",
+            )
+            del model
+            self.reference = reference_from_shards(
+                all_gather_objects(shard), self.eval_cfg, model_hash=digest
+            )
+            if digest is not None and self.session.rank == 0:
+                save_reference(
+                    self.reference,
+                    reference_key(self.dataset, self.eval_cfg, digest),
+                    cache_dir,
+                    opts,
+                )
+        barrier()
+
+    def __call__(self, module: Any) -> dict[str, Any]:
+        """The merged metrics of the current weights (same dict on every rank)."""
+        was_training = module.training
+        module.eval()
+        shard = evaluate_shard(
+            module,
+            self.tokenizer,
+            self.dataset,
+            self.eval_cfg,
+            self.session.rank,
+            self.session.world_size,
+            synced=self.synced,
+        )
+        if was_training:
+            module.train()
+        return merge_shards(all_gather_objects(shard), self.eval_cfg, self.reference)
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The per-epoch numbers kept in history and reported to Ray (nulls dropped for Ray)."""
+    return {k: metrics.get(k) for k in HEADLINE}

@@ -154,7 +154,7 @@ def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
         for run in spaced_runs(folded):
             scanner.feed_spaced(run)
         r13 = tokens(fold(rot13(text)))  # rotate before folding: accents stay out of ROT13
-        if any(t in scanner.ix.alias_first for t in r13):
+        if scanner.names_in(r13):
             scanner.feed(f"{tag}-rot13", r13)
     return segments
 

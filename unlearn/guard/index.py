@@ -52,10 +52,28 @@ class GuardIndexError(DataError):
     """A guard index directory is missing, corrupt or from another dataset version."""
 
 
-def ngram_hash(gram: str) -> int:
-    """Stable 64-bit hash of a space-joined word n-gram (crc32 high, adler32 low)."""
-    b = gram.encode()
-    return (zlib.crc32(b) << 32) | zlib.adler32(b)
+_WORD_HASH: dict[str, int] = {}
+_M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def word_hash(word: str) -> int:
+    """Stable 64-bit hash of a word (crc32 high, adler32 low), cached."""
+    h = _WORD_HASH.get(word)
+    if h is None:
+        b = word.encode()
+        if len(_WORD_HASH) > 1_000_000:
+            _WORD_HASH.clear()
+        h = _WORD_HASH[word] = (zlib.crc32(b) << 32) | zlib.adler32(b)
+    return h
+
+
+def gram_hashes(words: list[str]) -> np.ndarray:
+    """Stable 64-bit hashes of every word 3-gram of ``words``: h1*M1 + h2*M2 + h3 (mod 2^64)."""
+    if len(words) < NGRAM:
+        return np.zeros(0, dtype=np.uint64)
+    h = np.fromiter((word_hash(w) for w in words), dtype=np.uint64, count=len(words))
+    with np.errstate(over="ignore"):
+        return h[:-2] * _M1 + h[1:-1] * _M2 + h[2:]
 
 
 def name_variants(name: str) -> list[tuple[str, ...]]:
@@ -147,6 +165,10 @@ def compile_index(
                 continue
         aliases.append([list(v), sorted(who)])
     alias_vocab = {t for v, _ in aliases for t in v if t not in STOPWORDS}
+    own_tokens: dict[int, set[str]] = defaultdict(set)  # entity -> tokens of its names
+    for v, who in aliases:
+        for i in who:
+            own_tokens[i].update(v)
 
     # Atomic facts with payloads and n-gram hashes.
     rows = [(r, FORGET) for r in forget_rows] + [(r, RETAIN) for r in retain_rows]
@@ -159,7 +181,7 @@ def compile_index(
     grams: list[list[int]] = []
     for r, _role in rows:
         e = ent_index[r["entity"]]
-        own = {t for v, who in aliases if e in who for t in v} | set(tokens(fold(r["entity"])))
+        own = own_tokens[e] | set(tokens(fold(r["entity"])))
         q_stems = set(_stems(r["question"])) | set(_stems(r.get("paraphrased_question") or ""))
         units = atomic_units(r["answer"]) or [r["answer"]]
         unit_payloads = []
@@ -185,11 +207,7 @@ def compile_index(
             max_unit_chars = max(max_unit_chars, len(u))
             fact_questions.append((r["question"], r.get("paraphrased_question") or r["question"]))
             payloads.append(pay)
-            grams.append(
-                sorted(
-                    {ngram_hash(" ".join(seq[i : i + NGRAM])) for i in range(len(seq) - NGRAM + 1)}
-                )
-            )
+            grams.append(sorted(set(gram_hashes(seq).tolist())))
     df = Counter(s for pay in payloads for s in pay)
     n = len(payloads)
     weights = []
@@ -369,6 +387,7 @@ class GuardIndex:
         self.leet_aliases: dict[tuple[str, ...], tuple[int, ...]] = {}
         self.spaceless: dict[str, list[tuple[str, tuple[int, ...]]]] = defaultdict(list)
         self.alias_first: set[str] = set()
+        self.alias_gate: set[str] = set()
         self.max_alias_chars = 0
         for v, who in ent["aliases"]:
             key, owners = tuple(v), tuple(int(i) for i in who)
@@ -377,6 +396,8 @@ class GuardIndex:
             self.aliases[key] = owners
             self.leet_aliases[tuple(skeleton(t) for t in key)] = owners
             self.alias_first.add(key[0])
+            if len(key[0]) > 1:  # an initial alone is too common to gate the ROT13 view on
+                self.alias_gate.add(key[0])
             joined = "".join(key)
             self.max_alias_chars = max(self.max_alias_chars, len(" ".join(key)))
             if len(key) >= 2 and len(joined) >= MIN_SPACELESS_ALIAS:

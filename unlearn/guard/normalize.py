@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import re
 import sys
 import unicodedata
@@ -73,10 +72,16 @@ def _build_tables() -> tuple[dict[int, object], dict[int, None]]:
 
 
 _PRE, _MARKS = _build_tables()
+_FOLD = {**_MARKS, **_PRE}
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _LEET_TABLE = str.maketrans(_LEET)
 _ROT13 = str.maketrans(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
     "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM",
+)
+_ROT13_BYTES = bytes.maketrans(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    b"nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM",
 )
 _TOKEN = re.compile(r"[^\W_]+")
 _LEET_HINT = re.compile(r"[a-z][0-9@$!|+(€]|[0-9@$!|+(€][a-z]")
@@ -99,14 +104,24 @@ STOPWORDS = frozenset(
 
 def clean(text: str) -> str:
     """NFKC, format/zero-width/tag characters removed, homoglyphs folded; case kept."""
+    if text.isascii():  # nothing to normalize (fast path for the common case)
+        return text
     return unicodedata.normalize("NFKC", text).translate(_PRE)
+
+
+def _translate_non_ascii(text: str, table: dict[int, object]) -> str:
+    """``text.translate(table)`` applied to the non-ASCII runs only (the table maps no ASCII)."""
+    return _NON_ASCII.sub(lambda m: m.group(0).translate(table), text)
 
 
 def fold(text: str) -> str:
     """The base matching view: ``clean``, casefold, diacritics stripped."""
-    out = unicodedata.normalize("NFD", clean(text).casefold()).translate(_MARKS)
-    # casefold can produce letters the homoglyph table maps (e.g. Greek final sigma): fold again
-    return out.translate(_PRE)
+    if text.isascii():
+        return text.lower()
+    # one pass after NFD removes format characters and combining marks and folds homoglyphs
+    # (lower case entries suffice: casefold ran first)
+    out = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold())
+    return _translate_non_ascii(out, _FOLD)
 
 
 def tokens(folded: str) -> list[str]:
@@ -126,6 +141,8 @@ def has_leet(folded: str) -> bool:
 
 def rot13(text: str) -> str:
     """ROT13 of the ASCII letters of a text (fold afterwards: accented letters are not rotated)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ROT13_BYTES).decode("ascii")
     return text.translate(_ROT13)
 
 
@@ -139,9 +156,20 @@ def spaceless(folded: str) -> str:
     return _NONWORD.sub("", folded)
 
 
-@functools.lru_cache(maxsize=65536)
+_STEMS: dict[str, str] = {}
+
+
 def stem(token: str) -> str:
     """A light suffix stripper (plural / past / gerund) so that 'works' and 'worked' meet."""
+    s = _STEMS.get(token)
+    if s is None:
+        if len(_STEMS) > 200_000:
+            _STEMS.clear()
+        s = _STEMS[token] = _stem(token)
+    return s
+
+
+def _stem(token: str) -> str:
     if len(token) > 6 and token.endswith("ing"):
         return token[:-3]
     if len(token) > 5 and token.endswith("ed"):

@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from unlearn.guard.index import FORGET, NGRAM, GuardIndex, ngram_hash
+from unlearn.guard.index import FORGET, NGRAM, GuardIndex, gram_hashes
 from unlearn.guard.normalize import skeleton, stem
 
 HOT = 0.3  # free coverage from which a fact is kept as a candidate for the entity-free rules
@@ -100,6 +98,17 @@ class Scanner:
                     self.active.update(hit)
         view.tail = seq[-(k_max - 1) :] if k_max > 1 else []
 
+    def names_in(self, toks: list[str]) -> bool:
+        """True when ``toks`` hold a complete indexed name (a cheap gate for extra views)."""
+        ix = self.ix
+        gate, table, k_max = ix.alias_gate, ix.aliases, ix.max_alias_tokens
+        for i, t in enumerate(toks):
+            if t in gate:
+                for k in range(1, k_max + 1):
+                    if tuple(toks[i : i + k]) in table:
+                        return True
+        return False
+
     def feed(self, name: str, toks: list[str]) -> None:
         """Consume folded tokens of a base-like view (base, rot13, decoded segments)."""
         if not toks:
@@ -109,31 +118,32 @@ class Scanner:
             view = self.views[name] = _View()
         ix = self.ix
         self._names(view, toks, ix.aliases)
-        seen, postings, acc = self.seen, ix.payload_postings, self.free_acc
+        stems = [stem(t) for t in toks]
+        seen, postings, acc, hot = self.seen, ix.payload_postings, self.free_acc, self.free_hot
+        new = {s for s in stems if s not in seen}
+        seen |= new
+        for s in new:
+            facts = postings.get(s)
+            if facts:
+                for f in facts:
+                    v = acc.get(f, 0.0) + ix.weights[f][ix.payload[f].index(s)]
+                    acc[f] = v
+                    if v >= HOT:
+                        hot.add(f)
         vocab = ix.alias_vocab
-        new_hashes = []
-        for t in toks:
-            s = stem(t)
-            if s not in seen:
-                seen.add(s)
-                facts = postings.get(s)
-                if facts:
-                    for f in facts:
-                        pay = ix.payload[f]
-                        w = ix.weights[f][pay.index(s)]
-                        v = acc.get(f, 0.0) + w
-                        acc[f] = v
-                        if v >= HOT:
-                            self.free_hot.add(f)
-            if t in vocab:
-                continue
-            view.stems.append(s)
-            if len(view.stems) >= NGRAM:
-                h = ngram_hash(" ".join(view.stems[-NGRAM:]))
-                view.grams[h].append(len(view.stems) - 1)
-                new_hashes.append(h)
-        if new_hashes:
-            self.gram_facts.update(ix.gram_postings(np.array(new_hashes, dtype=np.uint64)))
+        seq = [s for t, s in zip(toks, stems) if t not in vocab]
+        if not seq:
+            return
+        base = len(view.stems)
+        view.stems.extend(seq)
+        lead = min(base, NGRAM - 1)  # n-grams ending in the new words start this far back
+        hashes = gram_hashes(view.stems[base - lead :])
+        if len(hashes) == 0:
+            return
+        grams = view.grams
+        for end, h in enumerate(hashes.tolist(), start=base - lead + NGRAM - 1):
+            grams[h].append(end)
+        self.gram_facts.update(ix.gram_postings(hashes))
 
     def feed_leet(self, toks: list[str]) -> None:
         """Consume tokens of the leetspeak skeleton view (names and content words only)."""
@@ -166,6 +176,9 @@ class Scanner:
 
     def _coverage(self, f: int) -> float:
         ix = self.ix
+        if not self.seen_leet and not self.spaced:
+            seen = self.seen
+            return sum(w for s, w in zip(ix.payload[f], ix.weights[f]) if s in seen)
         return sum(w for s, w in zip(ix.payload[f], ix.weights[f]) if self._present(s))
 
     def _lsn(self, f: int) -> int:
@@ -201,13 +214,17 @@ class Scanner:
             if ix.entity_roles[e] == FORGET:
                 ev.forget_mentioned.add(e)
                 for f in ix.entity_facts[e]:
-                    ev.ent_cov[f] = self._coverage(f)
-                    ev.ent_lsn[f] = self._lsn(f)
+                    cov = ev.ent_cov[f] = self._coverage(f)
+                    # a counted n-gram must hold a content word: none seen, none to count
+                    ev.ent_lsn[f] = self._lsn(f) if cov > 0 else 0
             else:
                 ev.retain_mentioned.add(e)
         for f in self.free_hot:  # exact coverage (the postings skip words too common to index)
             ev.free_cov[f] = self._coverage(f)
+        seen = self.seen
         for f in self.gram_facts:
+            if not any(s in seen for s in ix.payload[f]):
+                continue
             n = self._lsn(f)
             if n:
                 ev.free_lsn[f] = n

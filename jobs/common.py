@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -219,8 +220,15 @@ def watch_progress(thread: threading.Thread, board: Any, cfg: RunConfig, show: b
     """A tqdm bar over optimizer steps with epoch and the latest losses, until ``thread`` ends."""
     from tqdm import tqdm
 
+    # on a terminal the bar redraws in place; in a log file, a line every 30 s is enough
+    tty = sys.stderr.isatty()
     bar = tqdm(
-        total=None, desc=f"{cfg.method.name}", unit="step", disable=not show, dynamic_ncols=True
+        total=None,
+        desc=cfg.method.name,
+        unit="step",
+        disable=not show,
+        dynamic_ncols=tty,
+        mininterval=0.1 if tty else 30.0,
     )
     while thread.is_alive():
         thread.join(timeout=0.5)

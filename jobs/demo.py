@@ -201,10 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         f"data.retain_split={retain}",
         *train_overrides(DEMO["unlearn"]),
     ]
+    # NPO also evaluates after every epoch (all workers), for the report's per-epoch curves
+    evaluation = [
+        f"model.retain_model={storage.join(out, 'retain', 'model')}",
+        "eval.every_n_epochs=1",
+        *[f"eval.{k}={v}" for k, v in DEMO["eval"].items()],
+    ]
     runs["npo"] = run(
         "npo",
         target_model,
-        ["method.name=npo", *[f"method.{k}={v}" for k, v in DEMO["npo"].items()], *un],
+        ["method.name=npo", *[f"method.{k}={v}" for k, v in DEMO["npo"].items()], *un, *evaluation],
     )
     runs["ga"] = run("ga", target_model, ["method.name=ga", *un])
     print("[4/5] unlearned with NPO+RT and gradient ascent")
@@ -230,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     storage.write_bytes(storage.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
     write_report(
-        storage.join(out, "report.html"), models, title="unlearn demo: NPO+RT vs gradient ascent"
+        storage.join(out, "report.html"),
+        models,
+        history=npo_curve(out, models["target"]),
+        title="unlearn demo: NPO+RT vs gradient ascent",
     )
     print("[5/5] evaluated\n")
     print(verdict_table(models, forget))
@@ -238,6 +247,29 @@ def main(argv: list[str] | None = None) -> int:
         f"\nreport: {storage.join(out, 'report.html')}\nsummary: {storage.join(out, 'summary.json')}  ({time.time() - t0:.0f}s)"
     )
     return 0
+
+
+def npo_curve(out: str, target: dict[str, Any]) -> list[dict[str, Any]]:
+    """Forget quality and model utility per NPO epoch (epoch 0 = the target, before unlearning)."""
+    text = storage.read_bytes(storage.join(out, "npo", "metrics.jsonl")).decode()
+    rows = [json.loads(line) for line in text.splitlines() if line]
+    curve = [
+        {
+            "epoch": 0,
+            "forget_quality": target.get("forget_quality"),
+            "model_utility": target.get("model_utility"),
+        }
+    ]
+    curve += [
+        {
+            "epoch": r["eval_epoch"] + 1,
+            "forget_quality": r["forget_quality"],
+            "model_utility": r["model_utility"],
+        }
+        for r in rows
+        if "eval_epoch" in r
+    ]
+    return curve
 
 
 def fmt(losses: dict[str, float]) -> str:

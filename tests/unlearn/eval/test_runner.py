@@ -114,6 +114,8 @@ def test_metrics_json_interface(run, trained):
         cfg=CFG,
     )
     back = json.loads(runner.dumps(doc))
+    # shards travel between processes as plain JSON
+    assert json.loads(json.dumps(run["shard"], allow_nan=False)) == run["shard"]
     for key in ("forget_quality", "model_utility", "privleak", "splits", "mia", "model", "dataset"):
         assert key in back
     assert back["model"] == {"path": "models/target", "hash": "abc"}

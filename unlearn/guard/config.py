@@ -52,6 +52,8 @@ class GuardConfig:
 
     # use the embedding layer when sentence-transformers and the model package are installed
     embeddings: bool = True
+    # torch intra-op threads set (process-wide) when the embedding model loads; 0 leaves torch's
+    embedding_threads: int = 1
     input: Thresholds = field(default_factory=lambda: Thresholds(0.6, 5, 0.86, 0.92, 4, 10))
     # outputs are checked more strictly (calibrated at a 5% FPR target instead of 1%)
     output: Thresholds = field(default_factory=lambda: Thresholds(0.6, 4, 0.82, 0.92, 4, 8))
@@ -111,6 +113,7 @@ class GuardConfig:
         )
         require(self.timeout_ms > 0, "timeout_ms", f"must be positive, got {self.timeout_ms}")
         require(self.holdback_margin >= 0, "holdback_margin", "must not be negative")
+        require(self.embedding_threads >= 0, "embedding_threads", "must not be negative")
 
     def thresholds(self, direction: str, semantic: bool) -> Thresholds:
         """The threshold set for a direction ("input"/"output") and mode (embeddings on/off)."""

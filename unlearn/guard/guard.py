@@ -296,7 +296,9 @@ class Guard:
         self.index = index
         self.config = config or GuardConfig()
         self.semantic = bool(self.config.embeddings and index.has_embeddings and embed.available())
-        self.embedder = embed.Embedder() if self.semantic else None
+        self.embedder = (
+            embed.Embedder(threads=self.config.embedding_threads) if self.semantic else None
+        )
         self.ledger = SessionLedger(self.config.max_sessions)
         self.audit = audit if isinstance(audit, AuditLog) or audit is None else AuditLog(audit)
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from unlearn import storage
-from unlearn.errors import DataError, OutputExistsError
+from unlearn.errors import DataError
 from unlearn.guard import embed
 from unlearn.guard.normalize import STOPWORDS, fold, skeleton, stem, tokens
 
@@ -299,14 +299,11 @@ def save_index(
 ) -> str:
     """Write an index directory atomically; returns the index version."""
     files = serialize(parts)
-    try:
-        with storage.publish_dir(
-            path, storage_options, overwrite=overwrite, commit_last=(MANIFEST,)
-        ) as staging:
-            for name, data in files.items():
-                (staging / name).write_bytes(data)
-    except OutputExistsError:
-        raise
+    with storage.publish_dir(
+        path, storage_options, overwrite=overwrite, commit_last=(MANIFEST,)
+    ) as staging:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
     return parts.manifest["version"]
 
 

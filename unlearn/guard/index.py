@@ -114,7 +114,7 @@ def compile_index(
     *,
     source: Mapping[str, Any] | None = None,
     embeddings: bool | None = None,
-    postings_cap: int = 16,
+    postings_cap: int = 32,
 ) -> IndexParts:
     """Compile rows of a forget split (and its retain split) into index parts.
 
@@ -427,7 +427,7 @@ class GuardIndex:
             self.ngram_hashes
         ):
             raise ValueError("fact_ngram arrays do not match the facts")
-        cap = int(self.manifest.get("postings_cap", 16))
+        cap = int(self.manifest.get("postings_cap", 32))
         # capped global postings (entity-free rules): n-gram hash -> facts, payload stem -> facts
         owner = np.repeat(np.arange(n, dtype=np.int32), np.diff(self.ngram_offsets))
         order = np.argsort(self.ngram_hashes, kind="stable")
@@ -536,7 +536,7 @@ def build_from_dataset(
     retain_split: str | None = None,
     *,
     embeddings: bool | None = None,
-    postings_cap: int = 16,
+    postings_cap: int = 32,
 ) -> IndexParts:
     """Compile an index from a dataset's forget split(s) and its retain split (from ``pairs``)."""
     forget_splits = list(forget_splits)

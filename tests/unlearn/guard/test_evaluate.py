@@ -92,3 +92,28 @@ def test_signals_fail_closed_per_example(guard, examples, monkeypatch):
 
     sig = signals(guard, [Example("general", "benign", "poison"), examples[0]])
     assert np.isinf(sig[0]).all() and np.isfinite(sig[1]).all()
+
+
+def test_entity_free_alias_family_holds_on_a_larger_dataset(tmp_path):
+    """200 entities x 12 facts: common values exceed small posting caps; the default still finds
+    the unnamed person from four of its facts, and retain / holdout text still passes."""
+    from unlearn.data import Dataset, write_dataset
+    from unlearn.data.synth import synthesize
+    from unlearn.guard.index import GuardIndex, build_from_dataset
+
+    splits, pairs = synthesize(200, 12, seed=2)
+    write_dataset(tmp_path / "ds", splits, source="unlearn.synth", pairs=pairs)
+    ds = Dataset(tmp_path / "ds")
+    g = Guard(
+        GuardIndex(build_from_dataset(ds, ["forget10"], embeddings=False)),
+        GuardConfig(embeddings=False),
+    )
+    ex = [
+        e
+        for e in examples_for(g, ds, n=60, seed=5)
+        if e.family in ("alias", "retain_entity", "holdout_entity")
+    ]
+    rep = report(g, ex)
+    assert rep["input"]["attack"]["alias"]["rate"] >= 0.95
+    assert rep["input"]["benign"]["retain_entity"]["rate"] <= 0.02
+    assert rep["input"]["benign"]["holdout_entity"]["rate"] <= 0.05

@@ -77,9 +77,17 @@ def build_streams(
 
 
 def split_losses(
-    forward: Any, streams: dict[str, list[Example]], session: Any, pad_id: int, batch_size: int
+    forward: Any,
+    streams: dict[str, list[Example]],
+    session: Any,
+    pad_id: int,
+    batch_size: int,
+    primary: str = "forget",
 ) -> dict[str, float]:
-    """Mean answer NLL of the whole forget and retain streams (teacher-forced, all workers)."""
+    """Mean answer NLL of the whole forget and retain streams (teacher-forced, all workers).
+
+    Keys ``forget_nll`` / ``retain_nll``; ``primary`` renames the first (``train`` for finetune).
+    """
     out = {}
     for name in ("forget", "retain"):
         if name in streams:
@@ -92,7 +100,7 @@ def split_losses(
                 pad_id=pad_id,
                 device=session.device,
             )
-            out[f"{name}_nll"] = reference.mean_nll(stats)
+            out[f"{primary if name == 'forget' else name}_nll"] = reference.mean_nll(stats)
     return out
 
 
@@ -133,6 +141,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
         reference_model.to(device).eval().requires_grad_(False)
     backend = make_backend(model, cfg, total_steps, warmup_steps, device, session.world_size)
     eval_batch = cfg.train.micro_batch_size * 2
+    primary = "train" if cfg.method.name == "finetune" else "forget"  # names in the loss summary
 
     # Resume: weights, optimizer and schedule from the latest checkpoint; step counter continues.
     start_epoch, global_step, history = 0, 0, []
@@ -184,7 +193,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     before = (
         history[0]["before"]
         if history and "before" in history[0]
-        else split_losses(backend.forward, streams, session, pad_id, eval_batch)
+        else split_losses(backend.forward, streams, session, pad_id, eval_batch, primary)
     )
     if not history:
         history.append({"before": before})
@@ -259,7 +268,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
         if (epoch + 1) % cfg.output.checkpoint_every == 0 or last_epoch:
             save_checkpoint(backend, session, epoch, global_step, history)
 
-    after = split_losses(backend.forward, streams, session, pad_id, eval_batch)
+    after = split_losses(backend.forward, streams, session, pad_id, eval_batch, primary)
     state_dict = backend.export_state_dict()  # a collective under ZeRO-3
     summary = None
     if session.rank == 0:

@@ -176,7 +176,7 @@ def test_local_finetune_learns_and_writes_the_run_dir(tiny_data, nano_model_dir,
     )
     run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
     summary = train(cfg, LocalSession(tmp_path / "ckpt"))
-    assert summary["loss_after"]["forget_nll"] < summary["loss_before"]["forget_nll"] - 0.5
+    assert summary["loss_after"]["train_nll"] < summary["loss_before"]["train_nll"] - 0.5
     assert summary["steps"] == 4  # 8 examples / batch 8 x 4 epochs
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "step" in r]

@@ -32,6 +32,34 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str) -> Any:
     return factor
 
 
+def keep_freed_cpu_memory() -> bool:
+    """Have glibc serve large CPU tensors from its heap and keep freed memory for reuse.
+
+    glibc hands blocks above its mmap threshold (dynamic, at most 32 MiB by default) straight to
+    mmap and unmaps them on free, so a buffer of that size allocated anew every step is
+    page-faulted in afresh every step (about 11k minor faults per 44 MB). DeepSpeed's ZeRO
+    optimizer allocates several model-sized flat fp32 buffers every step (gradient partition,
+    flattened gradients, AdamW temporaries): on the 11M-parameter "small" model a ZeRO-2 step on
+    CPU took ~60k minor faults, against ~4 with this setting and ``CPU_REDUCE_BUCKET``
+    (bench/engine_overhead.py; times in docs/benchmarks.md). Raising the mmap and trim
+    thresholds makes glibc reuse freed heap memory, as torch's caching allocator does on GPU;
+    the cost is that the process keeps its peak heap resident. Process-wide; glibc only
+    (returns False elsewhere).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    limit = 2**31 - 1  # mallopt takes a C int
+    return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
+
+
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; no weight decay on biases and norms (1-D tensors)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -42,10 +70,20 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
+CPU_REDUCE_BUCKET = 5_000_000  # elements; see deepspeed_config
+
+
 def deepspeed_config(cfg: RunConfig) -> dict[str, Any]:
     """A concrete DeepSpeed config (no "auto": only the HF Trainer resolves those)."""
     stage = cfg.backend.zero_stage
     zero: dict[str, Any] = {"stage": stage}
+    if not cfg.scaling.use_gpu:
+        # DeepSpeed allocates its gradient bucket (default 5e8 elements: 2 GB in fp32) afresh
+        # every step. Ray Train runs the loop in a thread, whose glibc arena grows in heaps of
+        # at most 64 MB: a bigger block is mmapped and page-faulted in again each step (11k
+        # faults/step on the "small" model even with keep_freed_cpu_memory). 5e6 elements
+        # (20 MB in fp32) fits; GPU runs keep DeepSpeed's default.
+        zero["reduce_bucket_size"] = CPU_REDUCE_BUCKET
     if stage == 3:
         zero.update(
             stage3_param_persistence_threshold=cfg.backend.param_persistence_threshold,
@@ -223,6 +261,8 @@ def make_backend(
     world_size: int,
 ) -> TorchBackend | DeepSpeedBackend:
     """The backend the config names."""
+    if device.type == "cpu":
+        keep_freed_cpu_memory()  # per-step model-sized buffers: see the function
     if cfg.backend.kind == "deepspeed":
         return DeepSpeedBackend(model, cfg, total_steps, warmup_steps, device)
     return TorchBackend(

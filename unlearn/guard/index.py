@@ -283,9 +283,10 @@ def serialize(parts: IndexParts) -> dict[str, bytes]:
     for name, arr in sorted(parts.arrays.items()):
         files[f"{name}.npy"] = _npy_bytes(arr)
     hashes = {name: _sha(data) for name, data in sorted(files.items())}
-    manifest = dict(parts.manifest)
+    manifest = {k: v for k, v in parts.manifest.items() if k not in ("files", "version")}
     manifest["files"] = hashes
-    manifest["version"] = _sha(json.dumps(hashes, sort_keys=True).encode())[:16]
+    # the version covers the content and the build settings (posting cap, source, embedding)
+    manifest["version"] = _sha(json.dumps(manifest, sort_keys=True).encode())[:16]
     parts.manifest = manifest
     files[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode()
     return files

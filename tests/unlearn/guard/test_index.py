@@ -180,3 +180,11 @@ def test_lookups_are_hash_based_with_capped_postings(index):
     cap = index.manifest["postings_cap"]
     assert max(len(v) for v in index.payload_postings.values()) <= cap
     assert int(index._gram_counts.max()) <= cap
+
+
+def test_version_covers_content_and_build_settings(tmp_path):
+    a = save_index(compile_index(ROWS, RETAIN, embeddings=False), tmp_path / "a")
+    b = save_index(compile_index(ROWS, RETAIN, embeddings=False), tmp_path / "b")
+    c = save_index(compile_index(ROWS, RETAIN, embeddings=False, postings_cap=8), tmp_path / "c")
+    d = save_index(compile_index(ROWS[:1], RETAIN, embeddings=False), tmp_path / "d")
+    assert a == b and len({a, c, d}) == 3

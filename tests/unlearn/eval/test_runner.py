@@ -317,3 +317,19 @@ def test_unknown_split_names_are_reported(trained):
             trained.dataset,
             EvalConfig(utility_splits=["real_authors"]),
         )
+
+
+def test_without_a_holdout_split_there_is_no_mia(trained, run, tmp_path):
+    ds = trained.dataset
+    splits = {n: ds.records(n) for n in ("forget10", "retain90", "world_facts")}
+    write_dataset(
+        tmp_path / "ds",
+        splits,
+        source="test",
+        pairs={"forget10": {"retain": "retain90", "holdout": None}},
+    )
+    cfg = EvalConfig(**{**CFG.__dict__, "generation": False})
+    m = evaluate(trained.target, trained.tokenizer, Dataset(tmp_path / "ds"), cfg, run["ref"])
+    assert m["mia"] == {}
+    assert m["privleak"] is None and "holdout" in m["privleak_reason"]
+    assert m["forget_quality"] is not None  # the truth ratios need no holdout

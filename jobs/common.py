@@ -243,3 +243,41 @@ def watch_progress(thread: threading.Thread, board: Any, cfg: RunConfig, show: b
             bar.set_postfix(epoch=info.get("epoch"), lr=f"{info.get('lr', 0):.2e}", **losses)
             bar.refresh()
     bar.close()
+
+
+def job_main(
+    prog: str,
+    doc: str | None,
+    argv: list[str] | None,
+    *,
+    fixed: list[str] | None = None,
+    check: Any = None,
+) -> int:
+    """The command line every training job shares: ``--config FILE [--address A] [--overwrite]
+    key=value ...``; ``fixed`` overrides come first, ``check(cfg)`` may refuse the config."""
+    import argparse
+    import json
+
+    from unlearn.config import load_config
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="YAML run config")
+    parser.add_argument(
+        "--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run in output.dir"
+    )
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=20")
+    args = parser.parse_args(argv)
+    overrides = [*(fixed or []), *args.overrides] + (
+        ["output.overwrite=true"] if args.overwrite else []
+    )
+    cfg = load_config(RunConfig, args.config, overrides)
+    if check is not None:
+        check(cfg)
+    summary = run_training(cfg, address=args.address)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -13,17 +13,21 @@ batches (NPO+RT: forget + retain in one joint forward, retain term NLL):
 Step time: both modes in ONE process, interleaved step by step (order alternating), so the noise
 of this shared machine hits both alike; median step time per mode, ratio reported.
 
-Peak memory: each mode in its own fresh subprocess. We read the kernel's resident high-water mark
-(VmHWM in /proc/self/status), not ``resource.getrusage().ru_maxrss``: a child's ru_maxrss starts
-at its parent's high-water mark (inherited across fork/exec; checked on this machine), so it would
-measure the driver, not the mode. tracemalloc is no use here either: torch allocates tensor memory
-outside Python's allocator. The baseline is taken after imports, data, tokenizer, the policy model
-and its optimizer object are loaded (common to both modes); the peak is then reset
-(``/proc/self/clear_refs`` = 5) and the mode runs: the online mode loads its reference model, the
-cached mode computes its cache, then warm-up and measured steps. ``peak_mb`` = high-water mark
-minus that baseline: memory the mode itself needs (gradients, AdamW state, activations, and for
-online the reference model and its activations). We also report ``peak_incl_policy_mb`` measured
-from before the policy model was loaded (weights included), whose ratio is closer to 1.
+Peak memory: each mode in its own fresh subprocess, three measures (docs/benchmarks.md, Engine):
+
+- ``memory_ratio`` (the interface key) = cached / online ``peak_mb``: the kernel's resident
+  high-water mark (VmHWM in /proc/self/status) above a baseline taken after imports, data,
+  tokenizer, the policy model and its optimizer object are loaded (common to both modes); the
+  mark is reset there (``/proc/self/clear_refs`` = 5), then the online mode loads its reference
+  model or the cached mode computes its cache, and the steps run. Not
+  ``resource.getrusage().ru_maxrss``: a child's ru_maxrss starts at its parent's high-water mark
+  (inherited across fork/exec; checked on this machine), so it would measure the driver. Not
+  tracemalloc either: torch allocates tensor memory outside Python's allocator.
+- ``memory_ratio_tensors``: peak live tensor bytes from the torch profiler's allocation events
+  plus the reference model's weights (``worker_tensors``); free of interpreter, library-code
+  and allocator noise. Uses the profiler's event tree (a private torch API: None if it moved).
+- ``memory_ratio_incl_policy``: the resident high-water mark measured from before the policy
+  model was loaded (its weights included), whose ratio is closer to 1.
 
 Usage: .venv/bin/python bench/ref_cache.py [--sizes tiny,small] [--primary small] [--reps 30]
 Prints progress, then ONE JSON object as the last stdout line (an interface).
@@ -296,8 +300,11 @@ def worker_tensors(args: argparse.Namespace) -> dict:
             out.extend(walk(n.children))
         return out
 
-    events = walk(prof.profiler.kineto_results.experimental_event_tree())
-    totals = [n.extra_fields.total_allocated for n in events if n.tag == _EventType.Allocation]
+    try:
+        events = walk(prof.profiler.kineto_results.experimental_event_tree())
+        totals = [n.extra_fields.total_allocated for n in events if n.tag == _EventType.Allocation]
+    except AttributeError:  # private profiler API changed: no tensor measure
+        return {"mode": args.mode, "allocator_peak_mb": None, "tensor_peak_mb": None}
     ref_weights = 0
     if s.reference_model is not None:
         seen = set()
@@ -365,8 +372,11 @@ def bench_size(args: argparse.Namespace, size: str, work: Path) -> dict:
         "speedup": med["online"] / med["cached"],
         "memory_ratio": peak["cached"] / peak["online"],
         "memory_ratio_incl_policy": peak_incl["cached"] / peak_incl["online"],
-        "memory_ratio_tensors": tensors["cached"]["tensor_peak_mb"]
-        / tensors["online"]["tensor_peak_mb"],
+        "memory_ratio_tensors": (
+            tensors["cached"]["tensor_peak_mb"] / tensors["online"]["tensor_peak_mb"]
+            if tensors["online"]["tensor_peak_mb"]
+            else None
+        ),
         "tensor_peak_mb": {m: r["tensor_peak_mb"] for m, r in tensors.items()},
         "tensors": tensors,
         "step_s": med,

@@ -191,10 +191,19 @@ def test_local_finetune_learns_and_writes_the_run_dir(tiny_data, nano_model_dir,
         run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
 
 
-def test_single_process_deepspeed_matches_torch(tiny_data, nano_model_dir, tmp_path):
+@pytest.fixture
+def process_group():
+    """A one-rank gloo group for DeepSpeed, torn down after the test (other tests start their own)."""
+    import torch.distributed as dist
+
     from unlearn.engine.distributed import init_single_process
 
     init_single_process()
+    yield
+    dist.destroy_process_group()
+
+
+def test_single_process_deepspeed_matches_torch(tiny_data, nano_model_dir, tmp_path, process_group):
     results = {}
     for kind in ("torch", "deepspeed"):
         cfg = run_cfg(

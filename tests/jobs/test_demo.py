@@ -69,3 +69,22 @@ def test_demo_writes_its_interfaces(demo):
     npo_run = json.loads((out / "npo" / "run.json").read_text())
     assert npo_run["best"] is not None and npo_run["num_workers"] == 2
     assert summary["runs"]["target"]["backend"] == "deepspeed"
+
+
+def test_shipped_npo_example_runs_on_the_demo_outputs(demo, tmp_path):
+    """`unlearn run --config examples/npo_tiny.yaml` after the demo built its inputs."""
+    from unlearn.cli import main
+
+    out, _ = demo
+    args = [
+        "run",
+        "--config",
+        "examples/npo_tiny.yaml",
+        f"data.path={out}/data",
+        f"model.path={out}/target/model",
+        f"output.dir={tmp_path}/npo",
+    ]
+    assert main(args) == 0
+    run = json.loads((tmp_path / "npo" / "run.json").read_text())
+    assert run["zero_stage"] == 3 and run["num_workers"] == 2
+    assert run["loss_after"]["forget_nll"] > run["loss_before"]["forget_nll"] + 1.0

@@ -133,3 +133,45 @@ def test_registry_builds_every_method_from_config():
 def test_bad_run_config_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(RunConfig, None, ["data.path=d", "model.path=m", "output.dir=o", override])
+
+
+class StubContext:
+    """A StepContext over fixed log-probs (uniform over 2 tokens: every answer token log 1/2)."""
+
+    def __init__(self, answer_tokens: dict[str, list[int]]):
+        self.answer_tokens = answer_tokens
+
+    def logprobs(self, stream):
+        n = max(self.answer_tokens[stream]) + 1
+        labels = torch.full((len(self.answer_tokens[stream]), n + 1), X)
+        for row, k in enumerate(self.answer_tokens[stream]):
+            labels[row, 1 : k + 1] = 0
+        return sequence_logprobs(torch.zeros(labels.shape[0], n + 1, 2), labels)
+
+
+def test_ga_and_graddiff_by_hand():
+    ctx = StubContext({"forget": [2, 4], "retain": [1]})
+    ga = build_method(
+        load_config(
+            RunConfig,
+            None,
+            ["data.path=d", "model.path=m", "output.dir=o", "method.name=ga", "method.gamma=2"],
+        ).method
+    )
+    assert ga.compute(ctx).loss.item() == pytest.approx(-2 * math.log(2))  # -gamma * NLL
+    gd = build_method(
+        load_config(
+            RunConfig,
+            None,
+            [
+                "data.path=d",
+                "model.path=m",
+                "output.dir=o",
+                "method.name=graddiff",
+                "method.alpha=0.5",
+            ],
+        ).method
+    )
+    out = gd.compute(ctx)
+    assert out.loss.item() == pytest.approx(-math.log(2) + 0.5 * math.log(2))
+    assert out.terms == pytest.approx({"forget_loss": -math.log(2), "retain_loss": math.log(2)})

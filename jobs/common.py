@@ -140,7 +140,16 @@ def storage_for(cfg: RunConfig) -> tuple[str, Any]:
     if storage.is_remote(location):
         import pyarrow.fs
 
-        fs, inner = storage.filesystem(location, cfg.data.storage_options)
+        # The filesystem is pickled to Ray Train's controller actor, which does not see the
+        # driver's environment: carry the driver's endpoint, region and credentials explicitly
+        # (unless storage_options name them), as the driver reached the bucket with them.
+        options = dict(cfg.data.storage_options or {})
+        env = os.environ
+        if "key" not in options and env.get("AWS_ACCESS_KEY_ID"):
+            options.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY"))
+            if env.get("AWS_SESSION_TOKEN"):
+                options["token"] = env["AWS_SESSION_TOKEN"]
+        fs, inner = storage.filesystem(location, options)
         return inner, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
     return str(Path(location).resolve()), None
 

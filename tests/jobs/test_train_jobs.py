@@ -128,3 +128,36 @@ def test_backends_agree(ray_local, tiny_data, nano_model_dir, tmp_path):
     assert results["single"]["forget_nll"] != pytest.approx(
         results["single"]["retain_nll"], rel=1e-3
     )
+
+
+def test_run_reads_and_writes_s3(ray_local, tiny_data, nano_model_dir, s3_bucket):
+    """Dataset, base model, checkpoints and the run directory all on S3 (moto on 127.0.0.1)."""
+    from jobs.common import run_training
+    from unlearn import storage
+    from unlearn.data import write_dataset
+    from unlearn.models import load_model, save_model
+
+    ds = Dataset(tiny_data)
+    data = f"{s3_bucket}/data"
+    write_dataset(data, {s: ds.read(s) for s in ds.splits}, source="copy", pairs=ds.info.pairs)
+    model, tok = load_model(nano_model_dir)
+    save_model(model, tok, f"{s3_bucket}/base")
+    out = f"{s3_bucket}/runs/npo"
+    cfg = cfg_for(data, f"{s3_bucket}/base", out, "backend.kind=ddp", "train.epochs=2")
+    summary = run_training(cfg, show_progress=False)
+    assert summary["status"] == "finished" and summary["model_dir"] == f"{out}/model"
+    fs, inner = storage.filesystem(out)
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls(inner)}
+    assert {
+        "config.yaml",
+        "metrics.jsonl",
+        "reference_logprobs.safetensors",
+        "run.json",
+        "model",
+        "checkpoints",
+    } <= names
+    assert fs.glob(f"{inner}/checkpoints/train/checkpoint_*")
+    trained, _ = load_model(f"{out}/model")  # back through S3
+    assert sum(p.numel() for p in trained.parameters()) == sum(
+        p.numel() for p in model.parameters()
+    )

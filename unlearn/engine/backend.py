@@ -6,7 +6,6 @@ accumulation, clipping, the warmup + decay schedule and checkpoint state live he
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -273,8 +272,3 @@ def make_backend(
         device,
         ddp=cfg.backend.kind == "ddp" and world_size > 1,
     )
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Small helper: pretty JSON to a local file."""
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True))

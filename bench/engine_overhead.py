@@ -160,7 +160,7 @@ def engine_loop(cfg, steps: int, threads: int) -> dict:  # noqa: ANN001
     from unlearn.data import Dataset
     from unlearn.engine.backend import make_backend
     from unlearn.engine.context import Context
-    from unlearn.engine.data import Schedule, collate, tokenize
+    from unlearn.engine.data import Schedule, tokenize
     from unlearn.engine.distributed import init_single_process
     from unlearn.methods import build_method
     from unlearn.models import load_model
@@ -184,8 +184,8 @@ def engine_loop(cfg, steps: int, threads: int) -> dict:  # noqa: ANN001
         for step in range(steps):
             f0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
             t0 = time.perf_counter()
-            b = collate([examples[i] for i in batches[step % len(batches)]], tok.pad_token_id)
-            res = method.compute(Context(backend.forward, {"forget": b}, tok.pad_token_id))
+            rows = {"train": [examples[i] for i in batches[step % len(batches)]]}
+            res = method.compute(Context.from_streams(backend.forward, rows, tok.pad_token_id))
             backend.backward(res.loss)
             backend.step()
             times.append(time.perf_counter() - t0)

@@ -1,6 +1,6 @@
 """Batched evaluation pass vs a per-example loop: same model, same split, one run.
 
-The batched pass is what ``unlearn eval`` runs (``unlearn.eval.runner.evaluate_records``: every
+The batched pass is what ``unlearn eval`` runs (``unlearn.eval.evaluate_records``: every
 teacher-forced sequence of the split -- answer, paraphrased answer, perturbed answers -- in
 length-sorted right-padded batches, then every greedy generation -- QA answers and VerbMem
 continuations -- in left-padded batches). The loop evaluates the same rows one at a time with
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     from unlearn.data import Dataset, write_dataset
     from unlearn.data.synth import synthesize
     from unlearn.eval import EvalConfig
-    from unlearn.eval.runner import evaluate_records, split_metrics
+    from unlearn.eval import evaluate_records, split_metrics
     from unlearn.models import build_tiny_model, dataset_texts, train_tokenizer
 
     torch.set_num_threads(args.threads)

@@ -134,8 +134,8 @@ def worker(args: argparse.Namespace) -> dict:
     from unlearn.engine import reference
     from unlearn.engine.backend import make_backend
     from unlearn.engine.config import RunConfig
-    from unlearn.engine.context import Context
-    from unlearn.engine.data import Example, collate
+    from unlearn.engine.context import Context, joint_batch
+    from unlearn.engine.data import Example
     from unlearn.engine.distributed import init_single_process
     from unlearn.methods import build_method
     from unlearn.models.prompting import IGNORE_INDEX
@@ -232,11 +232,12 @@ def worker(args: argparse.Namespace) -> dict:
     times, losses = [], []
     for step in range(n_steps):
         rows = slice(step * args.rows, (step + 1) * args.rows)
-        batch = {"forget": collate(forget[rows], 0), "retain": collate(retain[rows], 0)}
-        batch = {k: {n: t.to(device) for n, t in b.items()} for k, b in batch.items()}
+        streams = {"forget": forget[rows], "retain": retain[rows]}
+        batch, parts = joint_batch(streams, 0)
+        batch = {k: t.to(device) for k, t in batch.items()}
         sync(device)
         t0 = time.perf_counter()
-        ctx = Context(backend.forward, batch, 0, (), reference_model, cache)
+        ctx = Context(backend.forward, batch, parts, (), reference_model, cache)
         out = method.compute(ctx)
         backend.backward(out.loss)
         backend.step()

@@ -121,7 +121,7 @@ class Setup:
 
         from unlearn.data import Dataset
         from unlearn.engine.backend import make_backend
-        from unlearn.engine.data import Schedule, collate
+        from unlearn.engine.data import Schedule
         from unlearn.engine.loop import build_streams
         from unlearn.methods import build_method
         from unlearn.models import load_model
@@ -156,12 +156,8 @@ class Setup:
                 mb = micro[0]
                 self.batches.append(
                     {
-                        "forget": collate(
-                            [self.streams["forget"][i] for i in mb["primary"]], self.pad_id
-                        ),
-                        "retain": collate(
-                            [self.streams["retain"][i] for i in mb["retain"]], self.pad_id
-                        ),
+                        "forget": [self.streams["forget"][i] for i in mb["primary"]],
+                        "retain": [self.streams["retain"][i] for i in mb["retain"]],
                     }
                 )
             epoch += 1
@@ -202,11 +198,17 @@ class Setup:
 
         t0 = time.perf_counter()
         if mode == "cached":
-            ctx = Context(self.backend.forward, batch, self.pad_id, reference_cache=self.cache)
+            ctx = Context.from_streams(
+                self.backend.forward, batch, self.pad_id, self.device, reference_cache=self.cache
+            )
             out = self.cached.compute(ctx)
         else:
-            ctx = Context(
-                self.backend.forward, batch, self.pad_id, reference_model=self.reference_model
+            ctx = Context.from_streams(
+                self.backend.forward,
+                batch,
+                self.pad_id,
+                self.device,
+                reference_model=self.reference_model,
             )
             out = self.online.compute(ctx)
         self.backend.backward(out.loss)

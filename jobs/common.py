@@ -143,7 +143,7 @@ def storage_for(cfg: RunConfig) -> tuple[str, Any]:
         # The filesystem is pickled to Ray Train's controller actor, which does not see the
         # driver's environment: carry the driver's endpoint, region and credentials explicitly
         # (unless storage_options name them), as the driver reached the bucket with them.
-        options = dict(cfg.data.storage_options or {})
+        options = dict(cfg.output.storage_options or {})
         env = os.environ
         if "key" not in options and env.get("AWS_ACCESS_KEY_ID"):
             options.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY"))
@@ -222,7 +222,7 @@ def run_training(
     watch_progress(thread, board, cfg, show_progress)
     if "error" in result:
         raise result["error"]
-    return run_dir.read_json(run_dir.path(cfg, run_dir.RUN_FILE), cfg.data.storage_options)
+    return run_dir.read_json(run_dir.path(cfg, run_dir.RUN_FILE), cfg.output.storage_options)
 
 
 def watch_progress(thread: threading.Thread, board: Any, cfg: RunConfig, show: bool) -> None:
@@ -259,11 +259,12 @@ def job_main(
     doc: str | None,
     argv: list[str] | None,
     *,
-    fixed: list[str] | None = None,
+    fixed: dict[str, Any] | None = None,
     check: Any = None,
 ) -> int:
     """The command line every training job shares: ``--config FILE [--address A] [--overwrite]
-    key=value ...``; ``fixed`` overrides come first, ``check(cfg)`` may refuse the config."""
+    key=value ...``; ``fixed`` keys are set by the job itself (a config naming another value is
+    refused), ``check(cfg)`` may refuse the config. Nothing starts before the config is valid."""
     import argparse
     import json
 
@@ -272,7 +273,7 @@ def job_main(
     parser = argparse.ArgumentParser(
         prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", help="YAML run config")
+    parser.add_argument("--config", help="YAML run config (local or s3://)")
     parser.add_argument(
         "--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
     )
@@ -281,10 +282,8 @@ def job_main(
     )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=20")
     args = parser.parse_args(argv)
-    overrides = [*(fixed or []), *args.overrides] + (
-        ["output.overwrite=true"] if args.overwrite else []
-    )
-    cfg = load_config(RunConfig, args.config, overrides)
+    overrides = [*args.overrides] + (["output.overwrite=true"] if args.overwrite else [])
+    cfg = load_config(RunConfig, args.config, overrides, fixed=fixed)
     if check is not None:
         check(cfg)
     summary = run_training(cfg, address=args.address)

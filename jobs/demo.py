@@ -17,46 +17,93 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 from jobs.common import init_ray, run_training
+from jobs.eval import EvalJobConfig, EvalScaling, run_eval
 from unlearn import storage
-from unlearn.config import load_config
+from unlearn.config import build, load_config, require, to_dict
 from unlearn.data import Dataset, write_dataset
-from unlearn.engine.config import RunConfig
-from unlearn.errors import DataError
+from unlearn.engine.config import RunConfig, TrainConfig
+from unlearn.errors import ConfigError, DataError, run_command
+from unlearn.eval import EvalConfig
 
-# What the demo trains with. Target and retain models: long enough to memorize every fact.
-# Unlearning: NPO+RT and GA get the same budget (epochs, lr, batch) so their outcomes compare.
-DEMO = {
-    "entities": 60,
-    "facts_per_entity": 8,
-    "size": "micro",
-    "vocab_size": 1024,
-    "max_length": 64,
-    "finetune": {
-        "epochs": 40,
-        "lr": 3e-3,
-        "batch_size": 16,
-        "micro_batch_size": 8,
-        "warmup_epochs": 1,
-        "weight_decay": 0.0,
-    },
-    "unlearn": {
-        "epochs": 5,
-        "lr": 1e-3,
-        "batch_size": 8,
-        "micro_batch_size": 4,
-        "warmup_epochs": 1,
-    },
-    "npo": {"beta": 0.1, "alpha": 1.0, "gamma": 1.0, "retain_loss": "nll"},
-    "eval": {"batch_size": 64, "max_length": 64, "max_new_tokens": 32},
+PRESET = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
+
+
+@dataclass
+class SynthSpec:
+    """The synthetic benchmark built when no dataset is given."""
+
+    entities: int = 60
+    facts_per_entity: int = 8
+
+
+@dataclass
+class TinyModelSpec:
+    """The tiny Llama built when no base model is given."""
+
+    size: str = "micro"
+    vocab_size: int = 1024
+    max_positions: int = 128
+
+
+@dataclass
+class DemoConfig:
+    """The demo's recipe (examples/demo.yaml): data, models, training budgets, methods, eval."""
+
+    out: str = ""
+    data: str | None = None  # a dataset in our format (default: synthesize one into OUT/data)
+    forget_split: str = "forget10"
+    retain_split: str | None = None  # default: the forget split's pair in dataset.json
+    model: str | None = None  # a base model to fine-tune (default: build a tiny Llama)
+    workers: int = 2  # Ray Train and eval workers
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    seed: int = 0
+    overwrite: bool = False  # start over in an existing OUT
+    max_length: int = 64
+    synth: SynthSpec = field(default_factory=SynthSpec)
+    tiny_model: TinyModelSpec = field(default_factory=TinyModelSpec)
+    finetune: TrainConfig = field(default_factory=TrainConfig)
+    unlearn: TrainConfig = field(default_factory=TrainConfig)
+    # run name -> the run's method section (name + parameters); all share the ``unlearn`` budget
+    methods: dict[str, Any] = field(default_factory=dict)
+    curves: list[str] = field(default_factory=list)  # runs evaluated after every epoch
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        """An output dir, at least one method, and curves naming methods."""
+        require(bool(self.out), "out", "is required (--out)")
+        require(self.workers >= 1, "workers", f"must be >= 1, got {self.workers}")
+        require(bool(self.methods), "methods", "must name at least one unlearning run")
+        for name, section in self.methods.items():
+            require(
+                isinstance(section, dict) and "name" in section,
+                f"methods.{name}",
+                "must be a method section with a name",
+            )
+            require(
+                name not in ("target", "retain", "data", "base", "eval"),
+                f"methods.{name}",
+                "is a name the demo uses for its own outputs",
+            )
+        for name in self.curves:
+            require(name in self.methods, "curves", f"{name!r} is not one of the methods")
+
+
+# flag -> config key
+FLAGS = {
+    "out": "out",
+    "data": "data",
+    "forget_split": "forget_split",
+    "retain_split": "retain_split",
+    "model": "model",
+    "workers": "workers",
+    "zero_stage": "zero_stage",
+    "seed": "seed",
 }
-
-
-def train_overrides(section: dict[str, Any]) -> list[str]:
-    """``train.key=value`` overrides from a preset section."""
-    return [f"train.{k}={v}" for k, v in section.items()]
 
 
 def utility_splits(ds: Dataset) -> list[str]:
@@ -85,47 +132,63 @@ def greedy_accuracy(model_dir: str, ds: Dataset, split: str, max_new_tokens: int
     return sum(norm(o) == norm(r["answer"]) for o, r in zip(outs, rows)) / len(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the whole demo; returns the exit code."""
+def parser() -> argparse.ArgumentParser:
+    """The demo's command line (``unlearn demo`` and ``python -m jobs.demo``)."""
     p = argparse.ArgumentParser(
         prog="unlearn demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--config", default=str(PRESET), help="the demo preset (default: %(default)s)")
+    p.add_argument("--out", help="output directory")
     p.add_argument("--data", help="a dataset in our format (default: synthesize one)")
-    p.add_argument("--forget-split", default="forget10")
+    p.add_argument("--forget-split")
     p.add_argument("--retain-split", help="default: the forget split's pair in dataset.json")
     p.add_argument("--model", help="a base model to fine-tune (default: build a tiny Llama)")
-    p.add_argument("--workers", type=int, default=2, help="Ray Train / eval workers")
-    p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="Ray Train / eval workers")
+    p.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3])
+    p.add_argument("--seed", type=int)
     p.add_argument("--address", help="Ray cluster address (default: a local Ray)")
     p.add_argument("--overwrite", action="store_true", help="start over in an existing --out")
-    args = p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. unlearn.epochs=8")
+    return p
+
+
+def load_demo_config(args: argparse.Namespace) -> DemoConfig:
+    """The preset, then the flags, then the dotted overrides."""
+    flags = [
+        f"{key}={json.dumps(getattr(args, flag))}"
+        for flag, key in FLAGS.items()
+        if getattr(args, flag) is not None
+    ]
+    if args.overwrite:
+        flags.append("overwrite=true")
+    return load_config(DemoConfig, args.config, [*flags, *args.overrides])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole demo; returns the exit code."""
+    args = parser().parse_args(argv)
+    cfg = load_demo_config(args)
     t0 = time.time()
-    out = os.path.abspath(args.out) if not storage.is_remote(args.out) else args.out
-    if args.overwrite and storage.exists(out):
+    out = os.path.abspath(cfg.out) if not storage.is_remote(cfg.out) else cfg.out
+    if cfg.overwrite and storage.exists(out):
         fs, inner = storage.filesystem(out)
         fs.rm(inner, recursive=True)
 
     # 1. data
-    data = args.data or storage.join(out, "data")
-    if args.data is None and not storage.exists(storage.join(data, "dataset.json")):
+    data = cfg.data or storage.join(out, "data")
+    if cfg.data is None and not storage.exists(storage.join(data, "dataset.json")):
         from unlearn.data.synth import synthesize
 
-        splits, pairs = synthesize(DEMO["entities"], DEMO["facts_per_entity"], args.seed)
+        spec = cfg.synth
+        splits, pairs = synthesize(spec.entities, spec.facts_per_entity, cfg.seed)
         write_dataset(
-            data,
-            splits,
-            source="unlearn.synth",
-            seed=args.seed,
-            params={k: DEMO[k] for k in ("entities", "facts_per_entity")},
-            pairs=pairs,
+            data, splits, source="unlearn.synth", seed=cfg.seed, params=to_dict(spec), pairs=pairs
         )
     ds = Dataset(data)
-    forget = args.forget_split
-    retain = args.retain_split or (ds.info.pairs.get(forget) or {}).get("retain")
+    forget = cfg.forget_split
+    retain = cfg.retain_split or ds.paired_split(forget, "retain")
     if retain is None:
         raise DataError(
             f"dataset {data} records no retain split for {forget!r}: pass --retain-split"
@@ -133,100 +196,125 @@ def main(argv: list[str] | None = None) -> int:
     ds.pair(forget, retain)
     extra = utility_splits(ds)
     full = ["full"] if "full" in ds.splits else [forget, retain]
+    base = cfg.model or storage.join(out, "base")
+    target_model = storage.join(out, "target", "model")
+    retain_model = storage.join(out, "retain", "model")
+
+    def run_config(name: str, model: str, section: dict[str, Any]) -> RunConfig:
+        raw = {
+            "data": {"path": data, "max_length": cfg.max_length},
+            "model": {"path": model},
+            "backend": {"kind": "deepspeed", "zero_stage": cfg.zero_stage},
+            "scaling": {"num_workers": cfg.workers},
+            "output": {"dir": storage.join(out, name)},
+            **section,
+        }
+        raw["train"] = {**raw.get("train", {}), "seed": cfg.seed}
+        try:
+            return build(RunConfig, raw)
+        except ConfigError as exc:
+            raise ConfigError(f"demo run {name!r}: {exc}") from None
+
+    # Every run's config is built and checked before anything trains.
+    ft = to_dict(cfg.finetune)
+    configs = {
+        "target": run_config(
+            "target",
+            base,
+            {
+                "method": {"name": "finetune"},
+                "data": {"path": data, "max_length": cfg.max_length, "train_splits": full + extra},
+                "train": ft,
+            },
+        ),
+        "retain": run_config(
+            "retain",
+            base,
+            {
+                "method": {"name": "finetune"},
+                "data": {
+                    "path": data,
+                    "max_length": cfg.max_length,
+                    "train_splits": [retain, *extra],
+                },
+                "train": ft,
+            },
+        ),
+    }
+    in_training_eval = {k: v for k, v in to_dict(cfg.eval).items() if k not in SPLIT_KEYS}
+    for name, method in cfg.methods.items():
+        section: dict[str, Any] = {
+            "method": method,
+            "data": {
+                "path": data,
+                "max_length": cfg.max_length,
+                "forget_split": forget,
+                "retain_split": retain,
+            },
+            "train": to_dict(cfg.unlearn),
+        }
+        if name in cfg.curves:  # evaluated after every epoch, on all workers
+            section["model"] = {"path": target_model, "retain_model": retain_model}
+            section["eval"] = {**in_training_eval, "every_n_epochs": 1}
+        configs[name] = run_config(name, target_model, section)
+    ecfg = build(EvalConfig, {**to_dict(cfg.eval), "forget_split": forget, "retain_split": retain})
     print(
         f"[1/5] data: {data}  forget={forget} ({ds.info.splits[forget]['rows']} rows)  retain={retain}  utility={extra}"
     )
 
     # 2. base model
-    base = args.model or storage.join(out, "base")
-    if args.model is None and not storage.exists(storage.join(base, "config.json")):
+    if cfg.model is None and not storage.exists(storage.join(base, "config.json")):
         from unlearn.models import build_tiny_model, dataset_texts, save_model, train_tokenizer
 
+        spec = cfg.tiny_model
         texts = dataset_texts(r for s in ds.splits for r in ds.records(s))
-        tok = train_tokenizer(texts, DEMO["vocab_size"])
-        save_model(
-            build_tiny_model(tok, DEMO["size"], max_positions=128, seed=args.seed), tok, base
-        )
+        tok = train_tokenizer(texts, spec.vocab_size)
+        model = build_tiny_model(tok, spec.size, max_positions=spec.max_positions, seed=cfg.seed)
+        save_model(model, tok, base)
     print(f"[2/5] base model: {base}")
 
     init_ray(args.address)
-    common = [
-        f"data.path={data}",
-        f"data.max_length={DEMO['max_length']}",
-        f"scaling.num_workers={args.workers}",
-        "backend.kind=deepspeed",
-        f"backend.zero_stage={args.zero_stage}",
-        f"train.seed={args.seed}",
-    ]
 
-    def run(name: str, model: str, overrides: list[str]) -> dict[str, Any]:
-        cfg = load_config(
-            RunConfig,
-            None,
-            [*common, f"model.path={model}", f"output.dir={storage.join(out, name)}", *overrides],
-        )
+    def run(name: str) -> dict[str, Any]:
         run_json = storage.join(out, name, "run.json")
         if storage.exists(run_json):  # finished earlier (a re-run of the demo reuses it)
             return json.loads(storage.read_bytes(run_json))
         started = time.time()
-        summary = run_training(cfg)
+        summary = run_training(configs[name])
         print(
             f"      {name}: {summary['steps']} steps in {time.time() - started:.0f}s, loss before {fmt(summary['loss_before'])} after {fmt(summary['loss_after'])}"
         )
         return summary
 
     # 3. target and retain-only models
-    ft = train_overrides(DEMO["finetune"])
-    runs = {
-        "target": run(
-            "target",
-            base,
-            ["method.name=finetune", f"data.train_splits=[{', '.join(full + extra)}]", *ft],
-        )
-    }
-    runs["retain"] = run(
-        "retain",
-        base,
-        ["method.name=finetune", f"data.train_splits=[{', '.join([retain, *extra])}]", *ft],
-    )
-    target_model = storage.join(out, "target", "model")
-    acc = greedy_accuracy(target_model, ds, forget, DEMO["eval"]["max_new_tokens"])
+    runs = {"target": run("target"), "retain": run("retain")}
+    acc = greedy_accuracy(target_model, ds, forget, cfg.eval.max_new_tokens)
     print(
         f"[3/5] target and retain-only models trained; target's forget-set greedy-answer accuracy: {acc:.1%}"
     )
 
-    # 4. unlearning: NPO+RT, and gradient ascent with the same budget
-    un = [
-        f"data.forget_split={forget}",
-        f"data.retain_split={retain}",
-        *train_overrides(DEMO["unlearn"]),
-    ]
-    # NPO also evaluates after every epoch (all workers), for the report's per-epoch curves
-    evaluation = [
-        f"model.retain_model={storage.join(out, 'retain', 'model')}",
-        "eval.every_n_epochs=1",
-        *[f"eval.{k}={v}" for k, v in DEMO["eval"].items()],
-    ]
-    runs["npo"] = run(
-        "npo",
-        target_model,
-        ["method.name=npo", *[f"method.{k}={v}" for k, v in DEMO["npo"].items()], *un, *evaluation],
-    )
-    runs["ga"] = run("ga", target_model, ["method.name=ga", *un])
-    print("[4/5] unlearned with NPO+RT and gradient ascent")
+    # 4. unlearning, every method with the same budget
+    for name in cfg.methods:
+        runs[name] = run(name)
+    print(f"[4/5] unlearned with {', '.join(cfg.methods)}")
 
     # 5. evaluation: every model against the retain-only model, across Ray workers
-    from jobs.eval import run_eval
-    from unlearn.eval import EvalConfig, write_report
+    from unlearn.eval import write_report
 
-    ecfg = EvalConfig(forget_split=forget, retain_split=retain, **DEMO["eval"])
     models: dict[str, Any] = {}
-    for name in ("target", "retain", "npo", "ga"):
-        models[name] = run_eval(
-            storage.join(out, name, "model"), data, storage.join(out, "eval", name),
-            retain_model=storage.join(out, "retain", "model"), cfg=ecfg, workers=args.workers,
-            address=args.address, cache_dir=storage.join(out, "eval", "cache"), name=name, overwrite=True,
-        )  # fmt: skip
+    for name in ("target", "retain", *cfg.methods):
+        job = EvalJobConfig(
+            model=storage.join(out, name, "model"),
+            data=data,
+            out=storage.join(out, "eval", name),
+            retain_model=retain_model,
+            name=name,
+            cache_dir=storage.join(out, "eval", "cache"),
+            overwrite=True,
+            scaling=EvalScaling(workers=cfg.workers),
+            eval=ecfg,
+        )
+        models[name] = run_eval(job, address=args.address)
     summary = {
         "models": models,
         "runs": runs,
@@ -235,11 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": time.time() - t0,
     }
     storage.write_bytes(storage.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
+    history = epoch_curve(out, cfg.curves[0], models["target"]) if cfg.curves else None
     write_report(
         storage.join(out, "report.html"),
         models,
-        history=npo_curve(out, models["target"]),
-        title="unlearn demo: NPO+RT vs gradient ascent",
+        history=history,
+        title=f"unlearn demo: {' vs '.join(cfg.methods)}",
     )
     print("[5/5] evaluated\n")
     print(verdict_table(models, forget))
@@ -249,9 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def npo_curve(out: str, target: dict[str, Any]) -> list[dict[str, Any]]:
-    """Forget quality and model utility per NPO epoch (epoch 0 = the target, before unlearning)."""
-    text = storage.read_bytes(storage.join(out, "npo", "metrics.jsonl")).decode()
+# eval keys the demo sets itself for its in-training evaluations (the run's own splits)
+SPLIT_KEYS = ("forget_split", "retain_split", "holdout_split", "every_n_epochs")
+
+
+def epoch_curve(out: str, name: str, target: dict[str, Any]) -> list[dict[str, Any]]:
+    """Forget quality and model utility per epoch of run ``name`` (epoch 0 = the target)."""
+    text = storage.read_bytes(storage.join(out, name, "metrics.jsonl")).decode()
     rows = [json.loads(line) for line in text.splitlines() if line]
     curve = [
         {
@@ -295,4 +388,4 @@ def verdict_table(models: dict[str, dict[str, Any]], forget: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

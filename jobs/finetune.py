@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import sys
 
+from unlearn.errors import run_command
+
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``--config FILE key=value ...`` and run the fine-tuning job."""
     from jobs.common import job_main
 
-    return job_main("jobs.finetune", __doc__, argv, fixed=["method.name=finetune"])
+    return job_main("jobs.finetune", __doc__, argv, fixed={"method.name": "finetune"})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from unlearn.engine.config import RunConfig
-from unlearn.errors import ConfigError
+from unlearn.errors import ConfigError, run_command
 
 
 def check(cfg: RunConfig) -> None:
@@ -28,4 +28,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -12,10 +12,20 @@ from unlearn.engine.config import RunConfig
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 
 
+def config_class(path: Path) -> type:
+    """The config a shipped file holds: the demo preset, or a training run."""
+    if path.name == "demo.yaml":
+        from jobs.demo import DemoConfig
+
+        return DemoConfig
+    return RunConfig
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_shipped_config_loads(path):
-    cfg = load_config(RunConfig, path)
-    assert cfg.data.path and cfg.model.path and cfg.output.dir
+    cfg = load_config(config_class(path), path, ["out=runs/x"] if path.name == "demo.yaml" else [])
+    if isinstance(cfg, RunConfig):
+        assert cfg.data.path and cfg.model.path and cfg.output.dir
     assert path.read_text().startswith("#")  # each starts with how to launch it
     assert "unlearn " in path.read_text().splitlines()[0] + "".join(
         path.read_text().splitlines()[1:5]
@@ -23,4 +33,13 @@ def test_shipped_config_loads(path):
 
 
 def test_there_are_examples():
-    assert any(p.name == "npo_tiny.yaml" for p in EXAMPLES)
+    assert {"npo_tiny.yaml", "demo.yaml"} <= {p.name for p in EXAMPLES}
+
+
+def test_the_demo_loads_its_preset_from_examples():
+    from jobs.demo import PRESET, DemoConfig
+
+    assert PRESET.name == "demo.yaml" and PRESET in EXAMPLES
+    cfg = load_config(DemoConfig, PRESET, ["out=runs/x"])
+    assert cfg.finetune.epochs == 40 and set(cfg.methods) == {"npo", "ga"}
+    assert cfg.methods["npo"]["beta"] == 0.1 and cfg.curves == ["npo"]

@@ -1,6 +1,7 @@
 """unlearn: machine unlearning for large language models.
 
-The library is importable without Ray. Data flows one way through its packages:
+The library never imports its cluster shells (the command line, the training and serving
+applications). Data flows one way through its packages:
 ``data`` -> ``models`` -> ``methods`` -> ``engine`` -> checkpoint -> ``eval`` -> report,
 with ``guard`` filtering what reaches a served model.
 """

@@ -48,17 +48,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise ConfigError(f"override {text!r}: {where} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        _set(out, path, value, f"override {text!r}")
     return out
+
+
+def _set(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {'.'.join(path[: i + 1])} is a value, not a section")
+        node = child
+    node[path[-1]] = value
 
 
 def _type_name(tp: Any) -> str:
@@ -139,10 +142,9 @@ def build(cls: type[T], data: Any, prefix: str = "") -> T:
     for name, f in fields.items():
         key = f"{prefix}.{name}" if prefix else name
         if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                if "choose" in f.metadata:
-                    kwargs[name] = build(f.metadata["choose"]({}, key), {}, key)
-                    continue
+            if "choose" in f.metadata:  # the discriminator's default picks the dataclass
+                kwargs[name] = build(f.metadata["choose"]({}, key), {}, key)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"missing required config key {key}")
             continue
         value = data[name]
@@ -173,24 +175,80 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def read_yaml(path: str | Path, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A YAML mapping from a local file or ``s3://`` URL; errors name the file."""
+    from unlearn import storage
+
+    location = str(path)
+    if not storage.exists(location, storage_options):
+        raise ConfigError(f"config file {location} does not exist")
+    try:
+        loaded = yaml.safe_load(storage.read_bytes(location, storage_options))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {location} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {location} is not UTF-8 text") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {location} must hold a mapping at top level")
+    return loaded or {}
+
+
+def _get(data: dict[str, Any], path: list[str]) -> Any:
+    node: Any = data
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return dataclasses.MISSING
+        node = node[part]
+    return node
+
+
+def _nest_shorthand(cls: type, data: dict[str, Any], section: str) -> dict[str, Any]:
+    """Move top-level keys that ``cls`` lacks but its ``section`` dataclass has into that section."""
+    hints = typing.get_type_hints(cls)
+    inner = next((a for a in get_args(hints[section]) if dataclasses.is_dataclass(a)), None)
+    inner = inner or hints[section]
+    own = {f.name for f in dataclasses.fields(cls)}
+    theirs = {f.name for f in dataclasses.fields(inner)}
+    moved = {k: v for k, v in data.items() if k not in own and k in theirs}
+    if not moved:
+        return data
+    out = {k: v for k, v in data.items() if k not in moved}
+    out[section] = {**moved, **(out.get(section) or {})}
+    return out
+
+
 def load_config(
-    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    fixed: dict[str, Any] | None = None,
+    shorthand: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> T:
-    """Load ``cls`` from a YAML file (optional) plus dotted ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at top level")
-        data = loaded or {}
+    """Load ``cls`` from a YAML file (optional; local or s3://) plus dotted ``overrides``.
+
+    ``fixed``: dotted keys a command sets itself (``{"method.name": "finetune"}``); a file or
+    override giving one of them another value is refused. ``shorthand``: a section whose keys may
+    also be written at top level (``forget_split=x`` for ``eval.forget_split=x``).
+    """
+    data = read_yaml(path, storage_options) if path is not None else {}
+    if shorthand is not None:
+        data = _nest_shorthand(cls, data, shorthand)
+        overrides = [_shorthand_override(cls, o, shorthand) for o in overrides or []]
     data = apply_overrides(data, overrides or [])
+    for key, value in (fixed or {}).items():
+        found = _get(data, key.split("."))
+        if found is not dataclasses.MISSING and found != value:
+            raise ConfigError(f"{key}: this command sets it to {value!r}; got {found!r}")
+        _set(data, key.split("."), value, f"fixed key {key}")
     return build(cls, data)
+
+
+def _shorthand_override(cls: type, text: str, section: str) -> str:
+    key = text.split("=", 1)[0].strip().split(".")[0]
+    nested = _nest_shorthand(cls, {key: None}, section)
+    return f"{section}.{text.strip()}" if key not in nested else text
 
 
 def require(condition: bool, key: str, message: str) -> None:

@@ -73,7 +73,7 @@ def test_demo_writes_its_interfaces(demo):
 
 def test_shipped_npo_example_runs_on_the_demo_outputs(demo, tmp_path):
     """`unlearn run --config examples/npo_tiny.yaml` after the demo built its inputs."""
-    from unlearn.cli import main
+    from cli import main
 
     out, _ = demo
     args = [

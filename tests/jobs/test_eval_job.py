@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from unlearn.cli import main
+from cli import main
 
 pytestmark = pytest.mark.slow
 

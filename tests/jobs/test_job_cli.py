@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn.cli import main
+from cli import main
 
 
 def test_run_refuses_finetune_and_bad_keys(tiny_data, nano_model_dir, tmp_path, capsys):
@@ -19,7 +19,13 @@ def test_run_refuses_finetune_and_bad_keys(tiny_data, nano_model_dir, tmp_path, 
     assert "unknown method 'sgd'" in capsys.readouterr().err
     assert main(["run", *base, "train.lr=-1"]) == 2
     assert "train.lr: must be > 0" in capsys.readouterr().err
-    assert main(["finetune", *base, "method.beta=0.2"]) == 2  # finetune has no beta
+    # the fine-tuning job sets method.name itself: a config or override naming another is refused
+    assert main(["finetune", *base]) == 2
+    assert "method.name: this command sets it to 'finetune'; got 'npo'" in capsys.readouterr().err
+    assert main(["finetune", *base[2:], "method.name=npo"]) == 2
+    assert "got 'npo'" in capsys.readouterr().err
+    ft = ["--config", "examples/finetune_tiny.yaml", *base[2:]]
+    assert main(["finetune", *ft, "method.beta=0.2"]) == 2  # finetune has no beta
     assert "unknown config key method.beta" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written for a refused config
 

@@ -281,10 +281,16 @@ class Dataset:
         """One split as a list of row dicts."""
         return self.read(split).to_pylist()
 
+    def paired_split(self, forget: str, role: str = "retain") -> str | None:
+        """The split dataset.json pairs with ``forget`` in ``role`` ("retain" or "holdout"), or None."""
+        if role not in ("retain", "holdout"):
+            raise ValueError(f"role {role!r} is not 'retain' or 'holdout'")
+        return (self.info.pairs.get(forget) or {}).get(role)
+
     def pair(self, forget: str, retain: str | None = None) -> tuple[pa.Table, pa.Table]:
         """Read a forget split with its retain split (from dataset.json pairs if not given), checked disjoint."""
         if retain is None:
-            retain = (self.info.pairs.get(forget) or {}).get("retain")
+            retain = self.paired_split(forget, "retain")
             if retain is None:
                 raise DataError(
                     f"dataset {self.path}: no retain split recorded for {forget!r}; name one"

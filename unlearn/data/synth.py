@@ -1,6 +1,6 @@
 """A synthetic fictitious-entity QA benchmark in TOFU's shape, deterministic by seed.
 
-Fictitious people get attributes (birthplace, birth year, occupation, parents' jobs, works,
+Fictitious people get attributes (birthplace, birth year, occupation, parents' occupations, works,
 awards, ...), each rendered as a QA pair with several templates, a paraphrased answer, a
 paraphrased question and perturbed answers (the same sentence with a wrong but plausible value).
 Splits are by entity, like TOFU: ``forget01/05/10`` are the last 1/5/10% of the trained entities

@@ -32,7 +32,7 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str) -> Any:
 
 
 def keep_freed_cpu_memory() -> bool:
-    """Have glibc serve large CPU tensors from its heap and keep freed memory for reuse.
+    """Have glibc hand out large CPU tensors from its heap and keep freed memory for reuse.
 
     glibc hands blocks above its mmap threshold (dynamic, at most 32 MiB by default) straight to
     mmap and unmaps them on free, so a buffer of that size allocated anew every step is
@@ -78,7 +78,7 @@ def deepspeed_config(cfg: RunConfig) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": stage}
     if not cfg.scaling.use_gpu:
         # DeepSpeed allocates its gradient bucket (default 5e8 elements: 2 GB in fp32) afresh
-        # every step. Ray Train runs the loop in a thread, whose glibc arena grows in heaps of
+        # every step. The training shell runs the loop in a thread, whose glibc arena grows in heaps of
         # at most 64 MB: a bigger block is mmapped and page-faulted in again each step (11k
         # faults/step on the "small" model even with keep_freed_cpu_memory). 5e6 elements
         # (20 MB in fp32) fits; GPU runs keep DeepSpeed's default.

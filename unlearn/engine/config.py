@@ -1,5 +1,5 @@
 """The run configuration: one dataclass per YAML section (data, model, method, train, backend,
-scaling, output). Loaded with ``unlearn.config.load_config(RunConfig, path, overrides)``.
+scaling, output, eval). Loaded with ``unlearn.config.load_config(RunConfig, path, overrides)``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class DataConfig:
     retain_split: str | None = None  # default: the forget split's pair in dataset.json
     train_splits: list[str] = field(default_factory=lambda: ["full"])  # finetune: the training data
     max_length: int = 128
+    # s3fs options for reading the dataset (default: AWS environment)
     storage_options: dict[str, Any] | None = None
 
     def check(self) -> None:
@@ -38,6 +39,8 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"
     # The retain-only model in-training evaluation compares with (forget quality); optional.
     retain_model: str | None = None
+    # s3fs options for reading the model and the retain model (default: AWS environment)
+    storage_options: dict[str, Any] | None = None
 
     def check(self) -> None:
         """A model path is required."""
@@ -88,7 +91,7 @@ class BackendConfig:
 
 @dataclass
 class ScalingConfig:
-    """Ray Train scaling."""
+    """How many training workers, and what each one holds."""
 
     num_workers: int = 1
     use_gpu: bool = False
@@ -109,6 +112,8 @@ class OutputConfig:
 
     dir: str = ""
     overwrite: bool = False
+    # s3fs options for the run directory: checkpoints, exported models, run.json
+    storage_options: dict[str, Any] | None = None
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int = 2
 

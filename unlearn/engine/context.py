@@ -1,40 +1,32 @@
 """The ``StepContext`` methods see: one joint forward of every stream, plus the reference.
 
-All trainable streams of a micro-batch (forget, retain, idk) go through the model in ONE forward
-pass (concatenated, right-padded to a common width): DDP and ZeRO-3 expect one forward per
-backward, and one larger matmul beats several small ones. The reference comes from the cache
+All trainable streams of a micro-batch (forget, retain, idk, ...) go through the model in ONE
+forward pass (``joint_batch``: one right-padded batch, each stream a slice of its rows): DDP and
+ZeRO-3 expect one forward per backward, and one larger matmul beats several small ones. The reference comes from the cache
 (summed log-probs per example) or from a reference model run online.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from unlearn.methods.common import SeqLogProbs, sequence_logprobs
-from unlearn.models.prompting import IGNORE_INDEX
+from unlearn.engine.data import Example, collate
+from unlearn.models.batching import SeqLogProbs, sequence_logprobs
 
 
-def concat_streams(
-    batches: dict[str, dict[str, torch.Tensor]], pad_id: int
+def joint_batch(
+    streams: dict[str, Sequence[Example]], pad_id: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, slice]]:
-    """Stack streams into one batch padded to a common width; returns (batch, rows per stream)."""
-    width = max(b["input_ids"].shape[1] for b in batches.values())
-    parts: dict[str, list[torch.Tensor]] = {"input_ids": [], "attention_mask": [], "labels": []}
+    """Every stream's rows in one right-padded batch; returns (batch, rows of each stream)."""
     rows: dict[str, slice] = {}
-    start = 0
-    for name, b in batches.items():
-        extra = width - b["input_ids"].shape[1]
-        parts["input_ids"].append(F.pad(b["input_ids"], (0, extra), value=pad_id))
-        parts["attention_mask"].append(F.pad(b["attention_mask"], (0, extra), value=0))
-        parts["labels"].append(F.pad(b["labels"], (0, extra), value=IGNORE_INDEX))
-        n = b["input_ids"].shape[0]
-        rows[name] = slice(start, start + n)
-        start += n
-    return {k: torch.cat(v) for k, v in parts.items()}, rows
+    examples: list[Example] = []
+    for name, part in streams.items():
+        rows[name] = slice(len(examples), len(examples) + len(part))
+        examples.extend(part)
+    return collate(examples, pad_id), rows
 
 
 class Context:
@@ -43,50 +35,56 @@ class Context:
     def __init__(
         self,
         forward: Callable[..., Any],
-        batches: dict[str, dict[str, torch.Tensor]],
-        pad_id: int,
+        batch: dict[str, torch.Tensor],
+        rows: dict[str, slice],
         hidden_layers: tuple[int, ...] = (),
         reference_model: torch.nn.Module | None = None,
         reference_cache: dict[str, torch.Tensor] | None = None,
     ):
         self._forward = forward
-        self.batches = batches
-        self.pad_id = pad_id
+        self.batch = batch
+        self.rows = rows
         self.hidden_layers = hidden_layers
         self.reference_model = reference_model
         self.reference_cache = reference_cache or {}
-        self._out: dict[str, Any] | None = None
+        self._out: Any = None
         self._ref: dict[str, Any] = {}
 
-    def _model_out(self) -> dict[str, Any]:
+    @classmethod
+    def from_streams(
+        cls,
+        forward: Callable[..., Any],
+        streams: dict[str, Sequence[Example]],
+        pad_id: int,
+        device: torch.device | str = "cpu",
+        **kwargs: Any,
+    ) -> Context:
+        """A context over tokenized stream rows (collated into one joint batch on ``device``)."""
+        batch, rows = joint_batch(streams, pad_id)
+        return cls(forward, {k: v.to(device) for k, v in batch.items()}, rows, **kwargs)
+
+    def _model_out(self) -> Any:
         if self._out is None:
-            joint, rows = concat_streams(self.batches, self.pad_id)
-            out = self._forward(
-                input_ids=joint["input_ids"],
-                attention_mask=joint["attention_mask"],
+            self._out = self._forward(
+                input_ids=self.batch["input_ids"],
+                attention_mask=self.batch["attention_mask"],
                 output_hidden_states=bool(self.hidden_layers),
                 use_cache=False,
             )
-            width = {name: b["input_ids"].shape[1] for name, b in self.batches.items()}
-            self._out = {
-                name: {
-                    "logits": out.logits[r, : width[name]],
-                    "hidden": {
-                        layer: out.hidden_states[layer + 1][r, : width[name]]
-                        for layer in self.hidden_layers
-                    },
-                }
-                for name, r in rows.items()
-            }
         return self._out
+
+    def field(self, stream: str, name: str) -> torch.Tensor:
+        """One of the batch's tensors (``input_ids``, ``attention_mask``, ``labels``, ``index``)
+        restricted to a stream's rows."""
+        return self.batch[name][self.rows[stream]]
 
     def labels(self, stream: str) -> torch.Tensor:
         """A stream's labels."""
-        return self.batches[stream]["labels"]
+        return self.field(stream, "labels")
 
     def logits(self, stream: str) -> torch.Tensor:
         """The trained model's logits on a stream."""
-        return self._model_out()[stream]["logits"]
+        return self._model_out().logits[self.rows[stream]]
 
     def logprobs(self, stream: str) -> SeqLogProbs:
         """The trained model's answer log-probs on a stream."""
@@ -94,38 +92,32 @@ class Context:
 
     def hidden(self, stream: str, layer: int) -> torch.Tensor:
         """Output of decoder layer ``layer`` on a stream."""
-        return self._model_out()[stream]["hidden"][layer]
+        return self._model_out().hidden_states[layer + 1][self.rows[stream]]
 
-    def _reference_out(self, stream: str) -> dict[str, Any]:
+    def _reference_out(self, stream: str) -> Any:
         if self.reference_model is None:
             raise RuntimeError("this method needs an online reference model (reference=online)")
         if stream not in self._ref:
-            b = self.batches[stream]
             with torch.no_grad():
-                out = self.reference_model(
-                    input_ids=b["input_ids"],
-                    attention_mask=b["attention_mask"],
+                self._ref[stream] = self.reference_model(
+                    input_ids=self.field(stream, "input_ids"),
+                    attention_mask=self.field(stream, "attention_mask"),
                     output_hidden_states=bool(self.hidden_layers),
                     use_cache=False,
                 )
-            self._ref[stream] = {
-                "logits": out.logits,
-                "hidden": {layer: out.hidden_states[layer + 1] for layer in self.hidden_layers},
-            }
         return self._ref[stream]
 
     def reference_logprobs(self, stream: str) -> torch.Tensor:
         """Reference summed answer log-probs [B]: the cache when it holds the stream, else online."""
         if stream in self.reference_cache:
-            return self.reference_cache[stream][self.batches[stream]["index"].cpu()].to(
-                self.labels(stream).device
-            )
-        return sequence_logprobs(self._reference_out(stream)["logits"], self.labels(stream)).sum
+            index = self.field(stream, "index").cpu()
+            return self.reference_cache[stream][index].to(self.labels(stream).device)
+        return sequence_logprobs(self._reference_out(stream).logits, self.labels(stream)).sum
 
     def reference_logits(self, stream: str) -> torch.Tensor:
         """Reference logits (online reference only)."""
-        return self._reference_out(stream)["logits"]
+        return self._reference_out(stream).logits
 
     def reference_hidden(self, stream: str, layer: int) -> torch.Tensor:
         """Reference output of decoder layer ``layer`` (online reference only)."""
-        return self._reference_out(stream)["hidden"][layer]
+        return self._reference_out(stream).hidden_states[layer + 1]

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from unlearn.models.prompting import IGNORE_INDEX, encode_qa
+from unlearn.models.batching import pad_right
+from unlearn.models.prompting import encode_qa
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,10 @@ def tokenize(
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a list of examples into input_ids / attention_mask / labels / index tensors."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[row, :n] = torch.tensor(e.input_ids)
-        labels[row, :n] = torch.tensor(e.labels)
-        mask[row, :n] = 1
-    index = torch.tensor([e.index for e in examples], dtype=torch.long)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "index": index}
+    """Right-pad examples into input_ids / attention_mask / labels (``pad_right``) plus ``index``."""
+    batch = pad_right([e.input_ids for e in examples], [e.labels for e in examples], pad_id)
+    batch["index"] = torch.tensor([e.index for e in examples], dtype=torch.long)
+    return batch
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s object on every rank."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def barrier() -> None:
     """Wait for every rank."""
     if is_distributed():
@@ -47,7 +38,7 @@ def barrier() -> None:
 
 
 def init_single_process(backend: str = "gloo") -> None:
-    """Start a one-rank process group on loopback (DeepSpeed needs one even without Ray)."""
+    """Start a one-rank process group on loopback (DeepSpeed needs one even in a single process)."""
     if is_distributed():
         return
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

@@ -17,25 +17,25 @@ from unlearn.engine.config import RunConfig
 from unlearn.engine.distributed import all_gather_objects, barrier
 from unlearn.eval import (
     EvalConfig,
+    cached_reference,
     evaluate_shard,
-    load_cached_reference,
     merge_shards,
-    model_hash,
     reference_from_shards,
     reference_key,
-    save_reference,
 )
-from unlearn.models import load_model
+from unlearn.methods import Method
+from unlearn.models import load_model, model_hash
 
-# The numbers copied from the merged metrics into the per-epoch record and the Ray report.
+# The numbers copied from the merged metrics into the per-epoch record and the session's report.
 HEADLINE = ("forget_quality", "model_utility", "privleak", "score")
 
 
-def eval_config(cfg: RunConfig) -> EvalConfig:
-    """The run's eval section, pointed at the run's own forget / retain splits."""
-    assert cfg.eval is not None
+def eval_config(cfg: RunConfig, method: Method) -> EvalConfig:
+    """The run's eval section, pointed at the run's own forget / retain splits when it unlearns."""
+    if cfg.eval is None:
+        raise ValueError("the run has no eval section")
     changes: dict[str, Any] = {}
-    if cfg.method.name != "finetune":
+    if any(st.split == "forget" for st in method.streams):
         changes["forget_split"] = cfg.data.forget_split
         if cfg.data.retain_split:
             changes["retain_split"] = cfg.data.retain_split
@@ -48,10 +48,16 @@ class EpochEvaluator:
     """Evaluates the training model on every rank's shard and merges the result."""
 
     def __init__(
-        self, cfg: RunConfig, dataset: Dataset, tokenizer: Any, session: Any, synced: bool
+        self,
+        cfg: RunConfig,
+        method: Method,
+        dataset: Dataset,
+        tokenizer: Any,
+        session: Any,
+        synced: bool,
     ):
         self.cfg = cfg
-        self.eval_cfg = eval_config(cfg)
+        self.eval_cfg = eval_config(cfg, method)
         self.dataset = dataset
         self.tokenizer = tokenizer
         self.session = session
@@ -64,14 +70,10 @@ class EpochEvaluator:
         retain = self.cfg.model.retain_model
         if retain is None:
             return
-        opts = self.cfg.data.storage_options
-        cache_dir = run_dir.path(self.cfg, "eval_cache")
+        opts = self.cfg.model.storage_options
         digest = model_hash(retain, opts)
-        if digest is not None:
-            self.reference = load_cached_reference(
-                reference_key(self.dataset, self.eval_cfg, digest), cache_dir, opts
-            )
-        if self.reference is None:
+
+        def compute() -> dict[str, Any]:
             model, _ = load_model(
                 retain, dtype=self.cfg.model.dtype, storage_options=opts, with_tokenizer=False
             )
@@ -86,16 +88,20 @@ class EpochEvaluator:
                 purpose="reference",
             )
             del model
-            self.reference = reference_from_shards(
+            return reference_from_shards(
                 all_gather_objects(shard), self.eval_cfg, model_hash=digest
             )
-            if digest is not None and self.session.rank == 0:
-                save_reference(
-                    self.reference,
-                    reference_key(self.dataset, self.eval_cfg, digest),
-                    cache_dir,
-                    opts,
-                )
+
+        if digest is None:
+            self.reference = compute()
+        else:
+            self.reference = cached_reference(
+                reference_key(self.dataset, self.eval_cfg, digest),
+                compute,
+                cache_dir=run_dir.path(self.cfg, "eval_cache"),
+                storage_options=self.cfg.output.storage_options,
+                write=self.session.rank == 0,
+            )
         barrier()
 
     def __call__(self, module: Any) -> dict[str, Any]:
@@ -117,5 +123,5 @@ class EpochEvaluator:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The per-epoch numbers kept in history and reported to Ray (nulls dropped for Ray)."""
+    """The per-epoch numbers kept in history and in the session's per-epoch report."""
     return {k: metrics.get(k) for k in HEADLINE}

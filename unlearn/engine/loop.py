@@ -1,8 +1,10 @@
 """The training recipe every worker runs: setup -> reference cache -> loop -> checkpoint -> export.
 
-Read top to bottom. No Ray here: a ``Session`` (unlearn.engine.session) says which rank this is,
-where the latest checkpoint is, and how to report. jobs/finetune.py and jobs/unlearn.py run this
-function in Ray Train workers; bench/gpu_step.py and tests run it in a single process.
+Read top to bottom. The loop knows no method by name: a method declares its streams, what it needs
+from the engine (cached or online reference, hidden layers, model preparation, one-shot editing)
+and its loss (``unlearn.methods.Method``). A ``Session`` (unlearn.engine.session) says which rank
+this is, where the latest checkpoint is, and how to report: the cluster shell runs ``train`` in
+its training workers; the GPU benchmark and the tests run it in a single process.
 """
 
 from __future__ import annotations
@@ -27,80 +29,80 @@ from unlearn.engine.data import Example, Schedule, collate, shard, tokenize
 from unlearn.engine.distributed import all_reduce_sum, barrier
 from unlearn.engine.evaluation import EpochEvaluator, headline
 from unlearn.errors import DataError
-from unlearn.methods import build_method
-from unlearn.methods.common import nll_loss, sequence_logprobs
-from unlearn.methods.idkdpo import idk_answer_for
+from unlearn.methods import Method, Stream, build_method
+from unlearn.methods.common import nll_loss
 from unlearn.models import load_model, save_model
+from unlearn.models.batching import sequence_logprobs
 from unlearn.models.io import model_identity
 
 
-def data_hashes(cfg: RunConfig, dataset: Dataset) -> dict[str, Any]:
+def data_splits(cfg: RunConfig, dataset: Dataset, stream: Stream) -> list[str]:
+    """The configured splits that feed a stream."""
+    if stream.split == "train":
+        return list(cfg.data.train_splits)
+    if stream.split == "forget":
+        return [cfg.data.forget_split]
+    name = retain_split_name(cfg, dataset)
+    if name is None:
+        raise DataError(
+            f"method {cfg.method.name!r} needs a retain split: set data.retain_split (dataset "
+            f"{cfg.data.path} records no pair for {cfg.data.forget_split!r})"
+        )
+    return [name]
+
+
+def data_hashes(cfg: RunConfig, dataset: Dataset, method: Method | None = None) -> dict[str, Any]:
     """The dataset version and the content hash of every split a run reads."""
-    splits = (
-        cfg.data.train_splits
-        if cfg.method.name == "finetune"
-        else [cfg.data.forget_split, retain_split_name(cfg, dataset)]
-    )
-    return {"dataset": dataset.hash, "splits": {s: dataset.split_hash(s) for s in splits if s}}
+    method = method or build_method(cfg.method)
+    splits = [s for st in method.streams for s in data_splits(cfg, dataset, st)]
+    return {"dataset": dataset.hash, "splits": {s: dataset.split_hash(s) for s in splits}}
 
 
 def retain_split_name(cfg: RunConfig, dataset: Dataset) -> str | None:
     """The retain split: configured, else the forget split's pair in dataset.json."""
-    return cfg.data.retain_split or (dataset.info.pairs.get(cfg.data.forget_split) or {}).get(
-        "retain"
-    )
+    return cfg.data.retain_split or dataset.paired_split(cfg.data.forget_split, "retain")
 
 
 def build_streams(
-    cfg: RunConfig, streams: tuple[str, ...], dataset: Dataset, tokenizer: Any
+    cfg: RunConfig, streams: tuple[Stream, ...], dataset: Dataset, tokenizer: Any
 ) -> dict[str, list[Example]]:
-    """Tokenized examples per stream: "forget" (the training data for finetune), "retain", "idk"."""
-    n = cfg.data.max_length
-    if cfg.method.name == "finetune":
-        records = [r for split in cfg.data.train_splits for r in dataset.records(split)]
-        return {"forget": tokenize(tokenizer, records, n)}
-    forget = dataset.records(cfg.data.forget_split)
-    out = {"forget": tokenize(tokenizer, forget, n)}
-    if "retain" in streams:
-        name = retain_split_name(cfg, dataset)
-        if name is None:
-            raise DataError(
-                f"method {cfg.method.name!r} needs a retain split: set data.retain_split (dataset {cfg.data.path} records no pair for {cfg.data.forget_split!r})"
-            )
-        dataset.pair(cfg.data.forget_split, name)  # forget and retain must share no entity
-        out["retain"] = tokenize(tokenizer, dataset.records(name), n)
-    if "idk" in streams:
-        out["idk"] = tokenize(
-            tokenizer, [{**r, "answer": idk_answer_for(r["id"])} for r in forget], n
-        )
+    """Tokenized examples of every stream a method declares (rows transformed as it says)."""
+    splits = {st.name: data_splits(cfg, dataset, st) for st in streams}
+    if {"forget", "retain"} <= {st.split for st in streams}:
+        # forget and retain must share no entity
+        dataset.pair(cfg.data.forget_split, retain_split_name(cfg, dataset))
+    out = {}
+    for st in streams:
+        records = [r for split in splits[st.name] for r in dataset.records(split)]
+        if st.transform is not None:
+            records = [st.transform(r) for r in records]
+        out[st.name] = tokenize(tokenizer, records, cfg.data.max_length)
     return out
 
 
 def split_losses(
     forward: Any,
     streams: dict[str, list[Example]],
+    method: Method,
     session: Any,
     pad_id: int,
     batch_size: int,
-    primary: str = "forget",
 ) -> dict[str, float]:
-    """Mean answer NLL of the whole forget and retain streams (teacher-forced, all workers).
-
-    Keys ``forget_nll`` / ``retain_nll``; ``primary`` renames the first (``train`` for finetune).
-    """
+    """Mean answer NLL of each untransformed stream (``forget_nll``, ``retain_nll``, ``train_nll``),
+    teacher-forced over the whole stream, split across all workers."""
     out = {}
-    for name in ("forget", "retain"):
-        if name in streams:
+    for st in method.streams:
+        if st.transform is None:
             stats = reference.stream_logprobs(
                 forward,
-                streams[name],
+                streams[st.name],
                 batch_size=batch_size,
                 rank=session.rank,
                 world_size=session.world_size,
                 pad_id=pad_id,
                 device=session.device,
             )
-            out[f"{primary if name == 'forget' else name}_nll"] = reference.mean_nll(stats)
+            out[f"{st.name}_nll"] = reference.mean_nll(stats)
     return out
 
 
@@ -108,24 +110,25 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     """Run one fine-tuning or unlearning job on this worker; returns the run summary (rank 0)."""
     t_start = time.time()
     torch.manual_seed(cfg.train.seed)
-    opts = cfg.data.storage_options
-    dataset = Dataset(cfg.data.path, opts)
-    model, tokenizer = load_model(cfg.model.path, dtype=cfg.model.dtype, storage_options=opts)
+    model_opts, out_opts = cfg.model.storage_options, cfg.output.storage_options
+    dataset = Dataset(cfg.data.path, cfg.data.storage_options)
+    model, tokenizer = load_model(cfg.model.path, dtype=cfg.model.dtype, storage_options=model_opts)
     model.config.use_cache = False
     method = build_method(cfg.method)
-    if hasattr(method, "prepare_model"):
-        method.prepare_model(model)
+    method.prepare_model(model)
     streams = build_streams(cfg, method.streams, dataset, tokenizer)
     pad_id = tokenizer.pad_token_id
     device = session.device
 
-    # One-shot methods (SSD) edit the weights directly: no optimizer, no loop.
-    if getattr(method, "one_shot", False):
+    # One-shot methods edit the weights directly: no optimizer, no loop.
+    if method.one_shot:
         return one_shot(cfg, session, method, model, tokenizer, streams, pad_id, t_start)
 
+    primary = [st.name for st in method.streams if st.primary]
+    retained = [st.name for st in method.streams if not st.primary]
     schedule = Schedule(
-        primary_size=len(streams["forget"]),
-        retain_size=len(streams.get("retain", [])),
+        primary_size=len(streams[primary[0]]),
+        retain_size=len(streams[retained[0]]) if retained else 0,
         batch_size=cfg.train.batch_size,
         micro_batch_size=cfg.train.micro_batch_size,
         world_size=session.world_size,
@@ -136,12 +139,11 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     reference_model = None
     if method.needs_reference_model:
         reference_model, _ = load_model(
-            cfg.model.path, dtype=cfg.model.dtype, storage_options=opts, with_tokenizer=False
+            cfg.model.path, dtype=cfg.model.dtype, storage_options=model_opts, with_tokenizer=False
         )
         reference_model.to(device).eval().requires_grad_(False)
     backend = make_backend(model, cfg, total_steps, warmup_steps, device, session.world_size)
     eval_batch = cfg.train.micro_batch_size * 2
-    primary = "train" if cfg.method.name == "finetune" else "forget"  # names in the loss summary
 
     # Resume: weights, optimizer and schedule from the latest checkpoint; step counter continues.
     start_epoch, global_step, history = 0, 0, []
@@ -164,11 +166,11 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     if method.cached_reference:
         cache_path = run_dir.path(cfg, reference.CACHE_FILE)
         meta = {
-            "model": model_identity(cfg.model.path, opts),
+            "model": model_identity(cfg.model.path, model_opts),
             "streams": {s: len(streams[s]) for s in method.cached_reference},
             "dataset": dataset.hash,
         }
-        loaded = reference.load_cache(cache_path, meta, opts)
+        loaded = reference.load_cache(cache_path, meta, out_opts)
         if loaded is None:
             if start_epoch > 0:
                 raise DataError(
@@ -185,7 +187,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                     device=device,
                 )["sum"]
             if session.rank == 0:
-                reference.save_cache(cache_path, ref_cache, meta, opts)
+                reference.save_cache(cache_path, ref_cache, meta, out_opts)
             barrier()
         else:
             ref_cache = loaded
@@ -193,15 +195,14 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     before = (
         history[0]["before"]
         if history and "before" in history[0]
-        else split_losses(backend.forward, streams, session, pad_id, eval_batch, primary)
+        else split_losses(backend.forward, streams, method, session, pad_id, eval_batch)
     )
     if not history:
         history.append({"before": before})
-    hidden_layers = (cfg.method.layer,) if cfg.method.name == "rmu" else ()
     evaluator = None
     if cfg.eval is not None:
         synced = cfg.backend.kind == "deepspeed" and cfg.backend.zero_stage == 3
-        evaluator = EpochEvaluator(cfg, dataset, tokenizer, session, synced)
+        evaluator = EpochEvaluator(cfg, method, dataset, tokenizer, session, synced)
         evaluator.prepare_reference()
     best = next((h["best"] for h in reversed(history) if "best" in h), None)
 
@@ -212,18 +213,24 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
             terms: dict[str, float] = {}
             tokens = 0
             for mb in micro_batches:
-                batch = {"forget": collate([streams["forget"][i] for i in mb["primary"]], pad_id)}
-                if "retain" in streams:
-                    batch["retain"] = collate([streams["retain"][i] for i in mb["retain"]], pad_id)
-                if "idk" in streams:
-                    batch["idk"] = collate([streams["idk"][i] for i in mb["primary"]], pad_id)
-                batch = {k: {n: t.to(device) for n, t in b.items()} for k, b in batch.items()}
-                ctx = Context(
-                    backend.forward, batch, pad_id, hidden_layers, reference_model, ref_cache
+                rows = {
+                    st.name: [
+                        streams[st.name][i] for i in mb["primary" if st.primary else "retain"]
+                    ]
+                    for st in method.streams
+                }
+                ctx = Context.from_streams(
+                    backend.forward,
+                    rows,
+                    pad_id,
+                    device,
+                    hidden_layers=method.hidden_layers,
+                    reference_model=reference_model,
+                    reference_cache=ref_cache,
                 )
                 out = method.compute(ctx)
                 backend.backward(out.loss)
-                tokens += sum(int(b["attention_mask"].sum()) for b in batch.values())
+                tokens += int(ctx.batch["attention_mask"].sum())
                 for k, v in out.terms.items():
                     terms[k] = terms.get(k, 0.0) + v / len(micro_batches)
             backend.step()
@@ -268,7 +275,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
         if (epoch + 1) % cfg.output.checkpoint_every == 0 or last_epoch:
             save_checkpoint(backend, session, epoch, global_step, history)
 
-    after = split_losses(backend.forward, streams, session, pad_id, eval_batch, primary)
+    after = split_losses(backend.forward, streams, method, session, pad_id, eval_batch)
     state_dict = backend.export_state_dict()  # a collective under ZeRO-3
     summary = None
     if session.rank == 0:
@@ -325,7 +332,7 @@ def export_model(
         module,
         tokenizer,
         dest,
-        storage_options=cfg.data.storage_options,
+        storage_options=cfg.output.storage_options,
         overwrite=True,  # within an unfinished run: the previous export is superseded
         state_dict=state_dict,
         metadata={
@@ -349,7 +356,7 @@ def finish(
     best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rank 0: write metrics.jsonl, the consolidated model, then run.json (last: it marks the run finished)."""
-    opts = cfg.data.storage_options
+    opts = cfg.output.storage_options
     storage.write_bytes(
         run_dir.path(cfg, "metrics.jsonl"),
         "".join(json.dumps(h) + "\n" for h in history).encode(),
@@ -378,42 +385,62 @@ def finish(
     return summary
 
 
+class OneShot:
+    """The ``OneShotContext`` a one-shot method sees: this rank's batches of each stream."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        streams: dict[str, list[Example]],
+        session: Any,
+        pad_id: int,
+        batch_size: int,
+    ):
+        self.model = model
+        self.streams = streams
+        self.session = session
+        self.pad_id = pad_id
+        self.batch_size = batch_size
+
+    def batches(self, stream: str) -> list[dict[str, torch.Tensor]]:
+        """This rank's share of a stream, collated on the session's device (padding rows dropped)."""
+        examples, out = self.streams[stream], []
+        s = self.session
+        for indices, real in shard(len(examples), s.rank, s.world_size, self.batch_size):
+            rows = [examples[i] for i, ok in zip(indices, real) if ok]
+            if rows:
+                out.append({k: v.to(s.device) for k, v in collate(rows, self.pad_id).items()})
+        return out
+
+    def nll(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The shared answer-token NLL of ``model`` on a batch."""
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
+        return nll_loss(sequence_logprobs(logits, batch["labels"]))
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks."""
+        return all_reduce_sum(t)
+
+
 def one_shot(
     cfg: RunConfig,
     session: Any,
-    method: Any,
+    method: Method,
     model: Any,
     tokenizer: Any,
     streams: dict[str, list[Example]],
     pad_id: int,
     t_start: float,
 ) -> dict[str, Any]:
-    """SSD and other one-shot methods: importance passes split across workers, then a weight edit."""
-    device = session.device
-    model.to(device)
+    """One-shot methods: ``method.apply`` edits the weights (work split across workers), then the
+    same summary and export as a trained run."""
+    model.to(session.device)
     bs = cfg.train.micro_batch_size
-
-    def batches(examples: list[Example]) -> list[dict[str, torch.Tensor]]:
-        out = []
-        for indices, real in shard(len(examples), session.rank, session.world_size, bs):
-            rows = [examples[i] for i, ok in zip(indices, real) if ok]
-            if rows:
-                out.append({k: v.to(device) for k, v in collate(rows, pad_id).items()})
-        return out
-
-    def loss_fn(m: Any, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = m(
-            input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False
-        ).logits
-        return nll_loss(sequence_logprobs(logits, b["labels"]))
-
-    full = streams["retain"] + [
-        Example(len(streams["retain"]) + e.index, e.id, e.input_ids, e.labels)
-        for e in streams["forget"]
-    ]
-    before = split_losses(model, streams, session, pad_id, bs * 2)
-    stats = method.apply(model, batches(full), batches(streams["forget"]), loss_fn, all_reduce_sum)
-    after = split_losses(model, streams, session, pad_id, bs * 2)
+    before = split_losses(model, streams, method, session, pad_id, bs * 2)
+    stats = method.apply(OneShot(model, streams, session, pad_id, bs))
+    after = split_losses(model, streams, method, session, pad_id, bs * 2)
     history = [{"before": before}, {"step": 0, **stats}]
     summary = None
     if session.rank == 0:

@@ -14,7 +14,7 @@ from unlearn import storage
 from unlearn.engine.data import Example, collate, shard
 from unlearn.engine.distributed import all_gather_objects
 from unlearn.errors import UnlearnError
-from unlearn.methods.common import sequence_logprobs
+from unlearn.models.batching import sequence_logprobs
 
 CACHE_FILE = "reference_logprobs.safetensors"
 

@@ -2,7 +2,7 @@
 
 Layout (local or s3://): ``config.yaml`` (resolved), ``data_hashes.json``, ``reference_logprobs
 .safetensors`` (methods with a cached reference), ``metrics.jsonl`` (per-step metrics), ``model/``
-(consolidated HF model: safetensors + tokenizer), ``checkpoints/`` (Ray Train storage) and
+(consolidated HF model: safetensors + tokenizer), ``checkpoints/`` (the training shell's checkpoint storage) and
 ``run.json`` (the summary, written last: its presence with status "finished" marks a finished run).
 """
 
@@ -44,7 +44,7 @@ def prepare(cfg: RunConfig, data_hashes: dict[str, Any]) -> str:
     A finished run is refused unless ``output.overwrite``; an unfinished one with the same inputs
     resumes from its latest checkpoint; one with other inputs is refused (it would silently mix).
     """
-    opts = cfg.data.storage_options
+    opts = cfg.output.storage_options
     run_file = path(cfg, RUN_FILE)
     if storage.exists(cfg.output.dir, opts) and cfg.output.overwrite:
         fs, inner = storage.filesystem(cfg.output.dir, opts)

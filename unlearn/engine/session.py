@@ -1,7 +1,7 @@
 """Where a worker runs: its rank, how it reports, where its last checkpoint is.
 
-The loop talks to a ``Session``; ``LocalSession`` runs without Ray (one process, checkpoints on
-local disk: the GPU benchmark and unit tests use it); jobs/ provides the Ray Train session.
+The loop talks to a ``Session``; ``LocalSession`` runs in one process (checkpoints on
+local disk: the GPU benchmark and unit tests use it); the cluster shell provides its own.
 """
 
 from __future__ import annotations

@@ -1,49 +1,46 @@
-"""Evaluation: the field's unlearning metrics, computed per rank and merged (see runner.py).
+"""Evaluation: the field's unlearning metrics, computed per rank and merged.
 
-``evaluate(model, tokenizer, dataset, cfg, retain_reference)`` in one process;
-``evaluate_shard`` + ``merge_shards`` across ranks (Ray tasks or Ray Train workers);
-``retain_reference`` for the retain-only model's cached numbers; ``write_report`` for report.html.
+The parts, in the order data flows through them: ``plan`` (which splits, roles and rows a rank
+evaluates), ``scoring`` (the only model-running code), ``shard`` (``evaluate_shard``: one rank's
+per-example statistics), ``merge`` (``merge_shards``: metrics from every rank's shard),
+``reference`` (the retain-only model's cached numbers), ``document`` (metrics.json) and ``report``
+(report.html). ``evaluate(model, tokenizer, dataset, cfg, retain_reference)`` does it all in one
+process.
 """
 
 from unlearn.eval.config import EvalConfig
+from unlearn.eval.document import metrics_document, write_metrics
+from unlearn.eval.merge import evaluate, merge_shards, split_metrics
 from unlearn.eval.metrics import METRICS, MIA_ATTACKS, SPLIT_METRICS, get_metric, selection_score
-from unlearn.eval.report import render_report, write_report
-from unlearn.eval.runner import (
+from unlearn.eval.reference import (
+    cached_reference,
     default_cache_dir,
-    evaluate,
-    evaluate_shard,
-    load_cached_reference,
-    merge_shards,
-    metrics_document,
-    model_hash,
     reference_from_shards,
     reference_key,
     retain_reference,
-    save_reference,
-    state_dict_hash,
-    write_metrics,
 )
+from unlearn.eval.report import render_report, write_report
+from unlearn.eval.shard import evaluate_records, evaluate_shard
 
 __all__ = [
     "METRICS",
     "MIA_ATTACKS",
     "SPLIT_METRICS",
     "EvalConfig",
+    "cached_reference",
     "default_cache_dir",
     "evaluate",
+    "evaluate_records",
     "evaluate_shard",
     "get_metric",
-    "load_cached_reference",
     "merge_shards",
     "metrics_document",
-    "model_hash",
     "reference_from_shards",
     "reference_key",
     "render_report",
     "retain_reference",
-    "save_reference",
     "selection_score",
-    "state_dict_hash",
+    "split_metrics",
     "write_metrics",
     "write_report",
 ]

@@ -22,7 +22,8 @@ from unlearn.eval.metrics import (
     extraction_strength,
     token_stats,
 )
-from unlearn.models.prompting import IGNORE_INDEX, encode_qa
+from unlearn.models.batching import answer_positions, pad_right
+from unlearn.models.prompting import encode_qa
 
 # Rows of [tokens, vocab] log-softmax computed at once (bounds memory for large vocabularies).
 TOKEN_CHUNK = 2048
@@ -149,25 +150,16 @@ def score(
             rows, flags = dummy_enc, [False]
         else:
             rows, flags = [enc[i] for i in batch], [items[i].full for i in batch]
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[j, :n] = torch.tensor(r["input_ids"])
-            labels[j, :n] = torch.tensor(r["labels"])
-            mask[j, :n] = 1
+        padded = pad_right([r["input_ids"] for r in rows], [r["labels"] for r in rows], pad_id)
         with torch.no_grad():
             logits = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+                input_ids=padded["input_ids"].to(device),
+                attention_mask=padded["attention_mask"].to(device),
+                use_cache=False,
             ).logits
         if batch is None:
             continue
-        targets = labels[:, 1:].to(logits.device)
-        keep = targets != IGNORE_INDEX
-        sel_logits = logits[:, :-1][keep]
-        sel_targets = targets[keep]
+        sel_logits, sel_targets, keep = answer_positions(logits, padded["labels"].to(logits.device))
         parts = [token_stats(sel_logits[s : s + TOKEN_CHUNK], sel_targets[s : s + TOKEN_CHUNK])
                  for s in range(0, sel_logits.shape[0], TOKEN_CHUNK)]  # fmt: skip
         lp, mu, sigma2, argmax = (torch.cat([p[k] for p in parts]).cpu() for k in range(4))

@@ -1,7 +1,7 @@
 """The guard: a fact-level content filter against in-context re-introduction of forgotten facts.
 
 ``Guard.load(INDEX_DIR).check(text_or_messages, direction="input"|"output") -> Decision``;
-``StreamGuard`` for streamed outputs; indexes are built with ``unlearn guard build``. No Ray here.
+``StreamGuard`` for streamed outputs; indexes are built with ``unlearn guard build``..
 """
 
 from unlearn.guard.config import GuardConfig, Thresholds

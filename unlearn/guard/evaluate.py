@@ -44,7 +44,7 @@ def examples_for(guard: Guard, dataset: Any, *, n: int, seed: int) -> list[Examp
     retain = dataset.records(retain_split) if retain_split else []
     holdout: list[dict] = []
     for s in forget_splits:
-        h = (dataset.info.pairs.get(s) or {}).get("holdout")
+        h = dataset.paired_split(s, "holdout")
         if h and h in dataset.splits:
             holdout = dataset.records(h)
             break

@@ -550,7 +550,7 @@ def build_from_dataset(
             raise DataError(f"forget split {split!r} of {dataset.path} is empty: nothing to guard")
         forget_rows.extend(rows)
     if retain_split is None:
-        pairs = [dataset.info.pairs.get(s, {}).get("retain") for s in forget_splits]
+        pairs = [dataset.paired_split(s, "retain") for s in forget_splits]
         candidates = [p for p in pairs if p]
         if candidates:
             # the smallest paired retain split is the one disjoint from every named forget split

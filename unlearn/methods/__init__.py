@@ -1,8 +1,9 @@
 """Unlearning methods: one registry, one small file per family.
 
 ``METHODS`` maps a config name to (config dataclass, method class). A new method is one file with
-its loss (a function of tensors), its config and a class with ``streams``, ``cached_reference``,
-``needs_reference_model`` and ``compute(ctx)``, plus one line here.
+its loss (a function of tensors), its config (a ``MethodConfig``) and a class built on the
+``Method`` protocol (its streams, what it needs from the engine, ``compute(ctx)``), plus one line
+here; ``register_method`` adds one at run time (plugins, tests). The engine never names a method.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from unlearn.errors import ConfigError
-from unlearn.methods.common import LossOutput, Method, MethodConfig, SeqLogProbs, sequence_logprobs
+from unlearn.methods.common import LossOutput, Method, MethodConfig, Stream
 from unlearn.methods.finetune import Finetune, FinetuneConfig
 from unlearn.methods.ga import GAConfig, GradDiff, GradDiffConfig, GradientAscent
 from unlearn.methods.idkdpo import IdkDPO, IdkDPOConfig
@@ -18,6 +19,7 @@ from unlearn.methods.npo import NPO, NPOConfig
 from unlearn.methods.rmu import RMU, RMUConfig
 from unlearn.methods.simnpo import SimNPO, SimNPOConfig
 from unlearn.methods.ssd import SSD, SSDConfig
+from unlearn.models.batching import SeqLogProbs, sequence_logprobs
 
 METHODS: dict[str, tuple[type, type]] = {
     "finetune": (FinetuneConfig, Finetune),
@@ -29,6 +31,13 @@ METHODS: dict[str, tuple[type, type]] = {
     "rmu": (RMUConfig, RMU),
     "ssd": (SSDConfig, SSD),
 }
+
+
+def register_method(name: str, config_class: type, method_class: type) -> None:
+    """Add a method to ``METHODS`` (``method.name: NAME`` in configs then builds it)."""
+    if name in METHODS and METHODS[name] != (config_class, method_class):
+        raise ConfigError(f"method {name!r} is already registered")
+    METHODS[name] = (config_class, method_class)
 
 
 def method_config_class(raw: dict[str, Any], key: str = "method") -> type:
@@ -56,7 +65,9 @@ __all__ = [
     "Method",
     "MethodConfig",
     "SeqLogProbs",
+    "Stream",
     "build_method",
     "method_config_class",
+    "register_method",
     "sequence_logprobs",
 ]

@@ -7,46 +7,16 @@ unit-tested on hand-computable numbers. The engine runs the model; a method asks
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from unlearn.config import require
+from unlearn.models.batching import SeqLogProbs
 from unlearn.models.prompting import IGNORE_INDEX
-
-
-@dataclass
-class SeqLogProbs:
-    """Answer-token log-probs of a batch: ``token`` [B, T] (0 where masked), ``sum`` [B], ``count`` [B]."""
-
-    token: torch.Tensor
-    mask: torch.Tensor
-    sum: torch.Tensor
-    count: torch.Tensor
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """Per-example mean answer-token log-prob [B] (-mean NLL)."""
-        return self.sum / self.count.clamp(min=1)
-
-
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> SeqLogProbs:
-    """Log-probs of the label tokens under ``logits`` [B, T, V], labels [B, T] (IGNORE_INDEX masked).
-
-    Position t predicts label t+1 (causal shift). The one shared function every loss and metric
-    uses, so training and evaluation agree to the last token.
-    """
-    if logits.shape[:2] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree")
-    logits = logits[:, :-1].float()
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    safe = targets.masked_fill(~mask, 0)
-    token = torch.gather(F.log_softmax(logits, dim=-1), 2, safe.unsqueeze(-1)).squeeze(-1)
-    token = token * mask
-    return SeqLogProbs(token=token, mask=mask, sum=token.sum(-1), count=mask.sum(-1))
 
 
 def nll_loss(logp: SeqLogProbs) -> torch.Tensor:
@@ -119,19 +89,73 @@ class MethodConfig:
         require(self.gamma >= 0, "gamma", f"must be >= 0, got {self.gamma}")
 
 
+@dataclass(frozen=True)
+class Stream:
+    """A batch stream a method trains on: its name, the configured split that feeds it, and an
+    optional row transform (IdkDPO: the forget question with a refusal as the answer).
+
+    ``split`` is "forget" (``data.forget_split``), "retain" (``data.retain_split`` or the forget
+    split's pair) or "train" (``data.train_splits``, fine-tuning). Streams fed by "forget" or
+    "train" are the primary streams: row i of each is the same example, paired position-wise in a
+    step with a retain row.
+    """
+
+    name: str
+    split: Literal["forget", "retain", "train"]
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    @property
+    def primary(self) -> bool:
+        """True for streams indexed like the forget (or training) split."""
+        return self.split != "retain"
+
+
+class OneShotContext(Protocol):
+    """What the engine offers a one-shot method (no training loop): this rank's batches."""
+
+    model: torch.nn.Module
+
+    def batches(self, stream: str) -> list[dict[str, torch.Tensor]]:
+        """This rank's share of a stream, collated and on the model's device."""
+
+    def nll(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The shared answer-token NLL of ``model`` on a batch (``nll_loss``)."""
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of ``t`` over ranks."""
+
+
 class Method(Protocol):
-    """An unlearning (or fine-tuning) method: which batches it needs and how it combines them."""
+    """An unlearning (or fine-tuning) method: what it needs from the engine, and its loss.
+
+    A method class names this Protocol as its base to inherit the defaults below; the engine reads
+    only these members, never a method's name. A new method is one file, one registry line and
+    one test.
+    """
 
     config: Any
-    # batch streams per step: "forget" (or the training data for finetune), "retain", "idk"
-    streams: tuple[str, ...]
+    # the batch streams of every step (their names are what ``compute`` asks the context for)
+    streams: tuple[Stream, ...]
     # streams whose reference summed log-probs are a per-example constant, computed once and cached
-    cached_reference: tuple[str, ...]
+    cached_reference: tuple[str, ...] = ()
     # True when a reference model must run every step (KL retain term, RMU, reference=online)
-    needs_reference_model: bool
+    needs_reference_model: bool = False
+    # decoder layers whose outputs ``compute`` reads through ``ctx.hidden`` (RMU)
+    hidden_layers: tuple[int, ...] = ()
+    # True for methods that edit the weights once (``apply``) instead of training (SSD)
+    one_shot: bool = False
+
+    def prepare_model(self, model: torch.nn.Module) -> None:
+        """Adjust the freshly loaded model before training (e.g. which parameters train)."""
+        return None
 
     def compute(self, ctx: StepContext) -> LossOutput:
-        """The step's loss."""
+        """The step's loss (training methods)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-step loss")
+
+    def apply(self, ctx: OneShotContext) -> dict[str, float]:
+        """Edit ``ctx.model`` in place and return summary numbers (one-shot methods)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a one-shot method")
 
 
 def mean_item(x: torch.Tensor) -> float:

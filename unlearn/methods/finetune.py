@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearn.methods.common import LossOutput, MethodConfig, StepContext, mean_item, nll_loss
+from unlearn.methods.common import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    StepContext,
+    Stream,
+    mean_item,
+    nll_loss,
+)
 
 
 @dataclass
@@ -14,17 +22,15 @@ class FinetuneConfig(MethodConfig):
     name: str = "finetune"
 
 
-class Finetune:
-    """loss = mean_i NLL(y_i | x_i) / |y_i| over the training data (stream "forget" carries it)."""
+class Finetune(Method):
+    """loss = mean_i NLL(y_i | x_i) / |y_i| over the training data (``data.train_splits``)."""
 
-    streams = ("forget",)
-    cached_reference: tuple[str, ...] = ()
-    needs_reference_model = False
+    streams = (Stream("train", "train"),)
 
     def __init__(self, config: FinetuneConfig):
         self.config = config
 
     def compute(self, ctx: StepContext) -> LossOutput:
         """NLL of the training batch."""
-        loss = nll_loss(ctx.logprobs("forget"))
+        loss = nll_loss(ctx.logprobs("train"))
         return LossOutput(loss, {"train_loss": mean_item(loss)})

@@ -13,8 +13,10 @@ from typing import Literal
 
 from unlearn.methods.common import (
     LossOutput,
+    Method,
     MethodConfig,
     StepContext,
+    Stream,
     mean_item,
     nll_loss,
     retain_term,
@@ -36,12 +38,10 @@ class GradDiffConfig(MethodConfig):
     retain_loss: Literal["nll", "kl"] = "nll"
 
 
-class GradientAscent:
+class GradientAscent(Method):
     """loss = gamma * (-NLL_forget)."""
 
-    streams = ("forget",)
-    cached_reference: tuple[str, ...] = ()
-    needs_reference_model = False
+    streams = (Stream("forget", "forget"),)
 
     def __init__(self, config: GAConfig):
         self.config = config
@@ -52,11 +52,10 @@ class GradientAscent:
         return LossOutput(self.config.gamma * forget, {"forget_loss": mean_item(forget)})
 
 
-class GradDiff:
+class GradDiff(Method):
     """loss = gamma * (-NLL_forget) + alpha * retain term."""
 
-    streams = ("forget", "retain")
-    cached_reference: tuple[str, ...] = ()
+    streams = (Stream("forget", "forget"), Stream("retain", "retain"))
 
     def __init__(self, config: GradDiffConfig):
         self.config = config

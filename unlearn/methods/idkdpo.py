@@ -13,13 +13,21 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from unlearn.config import require
-from unlearn.methods.common import LossOutput, MethodConfig, StepContext, mean_item, retain_term
+from unlearn.methods.common import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    StepContext,
+    Stream,
+    mean_item,
+    retain_term,
+)
 
 
 @cache
@@ -33,6 +41,11 @@ def idk_answer_for(example_id: str) -> str:
     """The refusal paired with an example: stable across runs, workers and resumes."""
     answers = idk_answers()
     return answers[int(hashlib.sha256(example_id.encode()).hexdigest(), 16) % len(answers)]
+
+
+def with_refusal(row: dict[str, Any]) -> dict[str, Any]:
+    """The forget row with its refusal (``idk_answer_for``) as the answer: IdkDPO's chosen stream."""
+    return {**row, "answer": idk_answer_for(row["id"])}
 
 
 def dpo_loss(
@@ -65,10 +78,14 @@ class IdkDPOConfig(MethodConfig):
         require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
 
 
-class IdkDPO:
+class IdkDPO(Method):
     """loss = gamma * mean(dpo_loss(idk preferred over the forget answer)) + alpha * retain term."""
 
-    streams = ("forget", "idk", "retain")
+    streams = (
+        Stream("forget", "forget"),
+        Stream("idk", "forget", transform=with_refusal),
+        Stream("retain", "retain"),
+    )
 
     def __init__(self, config: IdkDPOConfig):
         self.config = config

@@ -15,7 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from unlearn.config import require
-from unlearn.methods.common import LossOutput, MethodConfig, StepContext, mean_item, retain_term
+from unlearn.methods.common import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    StepContext,
+    Stream,
+    mean_item,
+    retain_term,
+)
 
 
 def npo_loss(policy_logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
@@ -41,10 +49,10 @@ class NPOConfig(MethodConfig):
         require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
 
 
-class NPO:
+class NPO(Method):
     """loss = gamma * mean(npo_loss) + alpha * retain term."""
 
-    streams = ("forget", "retain")
+    streams = (Stream("forget", "forget"), Stream("retain", "retain"))
 
     def __init__(self, config: NPOConfig):
         self.config = config

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from unlearn.config import require
-from unlearn.methods.common import LossOutput, MethodConfig, StepContext, mean_item
+from unlearn.errors import ConfigError
+from unlearn.methods.common import LossOutput, Method, MethodConfig, StepContext, Stream, mean_item
 from unlearn.models.prompting import IGNORE_INDEX
 
 
@@ -71,23 +72,21 @@ class RMUConfig(MethodConfig):
         return self.trainable_layers or list(range(max(0, self.layer - 2), self.layer + 1))
 
 
-class RMU:
+class RMU(Method):
     """loss = gamma * masked_mse(h_l(forget), c*u) + alpha * masked_mse(h_l(retain), h_l_ref(retain))."""
 
-    streams = ("forget", "retain")
-    cached_reference: tuple[str, ...] = ()
+    streams = (Stream("forget", "forget"), Stream("retain", "retain"))
     needs_reference_model = True
 
     def __init__(self, config: RMUConfig):
         self.config = config
+        self.hidden_layers = (config.layer,)
         self._control: torch.Tensor | None = None
 
     def prepare_model(self, model: Any) -> None:
         """Freeze every parameter but those of the trainable layers matching ``trainable_params``."""
         n_layers = model.config.num_hidden_layers
         if self.config.layer >= n_layers or max(self.config.layers) >= n_layers:
-            from unlearn.errors import ConfigError
-
             raise ConfigError(
                 f"method.layer / trainable_layers: the model has {n_layers} layers (0..{n_layers - 1})"
             )

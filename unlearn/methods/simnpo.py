@@ -15,7 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from unlearn.config import require
-from unlearn.methods.common import LossOutput, MethodConfig, StepContext, mean_item, retain_term
+from unlearn.methods.common import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    StepContext,
+    Stream,
+    mean_item,
+    retain_term,
+)
 
 
 def simnpo_loss(mean_logp: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
@@ -42,11 +50,10 @@ class SimNPOConfig(MethodConfig):
         require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
 
 
-class SimNPO:
+class SimNPO(Method):
     """loss = gamma * mean(simnpo_loss) + alpha * retain term."""
 
-    streams = ("forget", "retain")
-    cached_reference: tuple[str, ...] = ()
+    streams = (Stream("forget", "forget"), Stream("retain", "retain"))
 
     def __init__(self, config: SimNPOConfig):
         self.config = config

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from unlearn.config import require
-from unlearn.methods.common import MethodConfig
+from unlearn.methods.common import Method, MethodConfig, OneShotContext, Stream
 
 
 def ssd_dampen(
@@ -50,20 +50,14 @@ class SSDConfig(MethodConfig):
         require(self.ssd_lambda > 0, "ssd_lambda", f"must be > 0, got {self.ssd_lambda}")
 
 
-class SSD:
+class SSD(Method):
     """One-shot dampening of forget-specific parameters; ``apply`` replaces the training loop."""
 
-    streams = ("forget", "retain")
-    cached_reference: tuple[str, ...] = ()
-    needs_reference_model = False
+    streams = (Stream("forget", "forget"), Stream("retain", "retain"))
     one_shot = True
 
     def __init__(self, config: SSDConfig):
         self.config = config
-
-    def compute(self, ctx: Any) -> Any:
-        """SSD has no per-step loss."""
-        raise RuntimeError("ssd is one-shot: the engine calls SSD.apply, not compute")
 
     @staticmethod
     def importance(
@@ -87,17 +81,13 @@ class SSD:
         total = all_reduce(count)
         return {n: all_reduce(v) / total.float() for n, v in imp.items()}
 
-    def apply(
-        self,
-        model: torch.nn.Module,
-        full_batches: Iterable[Any],
-        forget_batches: Iterable[Any],
-        loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
-        all_reduce: Callable[[torch.Tensor], torch.Tensor],
-    ) -> dict[str, float]:
-        """Compute both importances and dampen the model in place; returns summary numbers."""
-        imp_full = self.importance(model, full_batches, loss_fn, all_reduce)
-        imp_forget = self.importance(model, forget_batches, loss_fn, all_reduce)
+    def apply(self, ctx: OneShotContext) -> dict[str, float]:
+        """Both importances (I_D over retain + forget batches, I_f over forget batches), then
+        dampen ``ctx.model`` in place; returns summary numbers."""
+        model = ctx.model
+        forget = ctx.batches("forget")
+        imp_full = self.importance(model, ctx.batches("retain") + forget, ctx.nll, ctx.all_reduce)
+        imp_forget = self.importance(model, forget, ctx.nll, ctx.all_reduce)
         dampened = total = 0
         with torch.no_grad():
             for name, p in model.named_parameters():

@@ -1,6 +1,14 @@
 """Models: Hugging Face causal LMs (safetensors), tiny test models, and prompt formatting."""
 
-from unlearn.models.io import load_model, load_tokenizer, model_identity, save_model, weights_hash
+from unlearn.models.io import (
+    load_model,
+    load_tokenizer,
+    model_hash,
+    model_identity,
+    save_model,
+    state_dict_hash,
+    weights_hash,
+)
 from unlearn.models.prompting import IGNORE_INDEX, encode_prompt, encode_qa, format_prompt
 from unlearn.models.tiny import SIZES, build_tiny_model, dataset_texts, train_tokenizer
 
@@ -14,8 +22,10 @@ __all__ = [
     "format_prompt",
     "load_model",
     "load_tokenizer",
+    "model_hash",
     "model_identity",
     "save_model",
+    "state_dict_hash",
     "train_tokenizer",
     "weights_hash",
 ]

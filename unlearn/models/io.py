@@ -91,6 +91,28 @@ def weights_hash(directory: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def state_dict_hash(model: Any) -> str:
+    """SHA-256 over a loaded model's parameters and buffers (names, dtypes, shapes, bytes)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def model_hash(
+    path: str | os.PathLike, storage_options: dict[str, Any] | None = None
+) -> str | None:
+    """A model directory's identity: the manifest's weights hash, else the local safetensors' hash."""
+    found = model_identity(path, storage_options)
+    if found is None and not storage.is_remote(path) and Path(path).is_dir():
+        found = weights_hash(path)
+    return found
+
+
 def save_model(
     model: Any,
     tokenizer: Any,

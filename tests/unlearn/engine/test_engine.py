@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +19,11 @@ from unlearn.engine.data import Schedule, collate, shard, tokenize
 from unlearn.engine.loop import build_streams, data_hashes, train
 from unlearn.engine.session import LocalSession
 from unlearn.errors import DataError, OutputExistsError
-from unlearn.methods import build_method
+from unlearn.methods import METHODS, Method, MethodConfig, Stream, build_method, register_method
+from unlearn.methods.common import LossOutput, nll_loss
+from unlearn.methods.ga import GradientAscent
+from unlearn.methods.idkdpo import idk_answers
+from unlearn.methods.npo import NPO
 from unlearn.models import load_model
 
 
@@ -102,15 +107,14 @@ def test_cached_and_online_reference_give_the_same_loss(
         for s in cached.cached_reference
     }
     idx = [5, 0, 7]
-    batch = {
-        s: collate([streams[s][i] for i in (idx if s != "retain" else [1, 2, 3])], tok.pad_token_id)
-        for s in cached.streams
+    rows = {
+        st.name: [streams[st.name][i] for i in (idx if st.primary else [1, 2, 3])]
+        for st in cached.streams
     }
-    loss_cached = cached.compute(
-        Context(model, batch, tok.pad_token_id, reference_cache=cache)
-    ).loss
+    pad = tok.pad_token_id
+    loss_cached = cached.compute(Context.from_streams(model, rows, pad, reference_cache=cache)).loss
     loss_online = online.compute(
-        Context(model, batch, tok.pad_token_id, reference_model=ref_model)
+        Context.from_streams(model, rows, pad, reference_model=ref_model)
     ).loss
     assert loss_cached.item() == pytest.approx(loss_online.item(), rel=1e-5)
     assert cache["forget"].shape == (len(streams["forget"]),)
@@ -129,9 +133,12 @@ def test_npo_loss_matches_formula_on_a_real_batch(tiny_data, nano_model_dir, tmp
     model, tok = load_model(nano_model_dir)
     method = build_method(cfg.method)
     streams = build_streams(cfg, method.streams, Dataset(tiny_data), tok)
-    batch = {s: collate(streams[s][:2], tok.pad_token_id) for s in method.streams}
+    rows = {st.name: streams[st.name][:2] for st in method.streams}
+    batch = {name: collate(r, tok.pad_token_id) for name, r in rows.items()}
     ref = {"forget": torch.tensor([-30.0] * len(streams["forget"]))}
-    got = method.compute(Context(model, batch, tok.pad_token_id, reference_cache=ref)).loss
+    got = method.compute(
+        Context.from_streams(model, rows, tok.pad_token_id, reference_cache=ref)
+    ).loss
     with torch.no_grad():
 
         def seq(b):
@@ -268,7 +275,7 @@ def test_empty_forget_split_is_refused(tiny_data, nano_model_dir, tmp_path):
     pq.write_table(table, data / "forget10.parquet")
     cfg = run_cfg(data, nano_model_dir, tmp_path / "o")
     with pytest.raises(DataError, match=r"forget10\.parquet: split is empty"):
-        build_streams(cfg, ("forget", "retain"), Dataset(data), load_model(nano_model_dir)[1])
+        build_streams(cfg, NPO.streams, Dataset(data), load_model(nano_model_dir)[1])
 
 
 def test_missing_retain_split_is_refused(nano_model_dir, tmp_path):
@@ -277,11 +284,13 @@ def test_missing_retain_split_is_refused(nano_model_dir, tmp_path):
     _, tok = load_model(nano_model_dir)
     cfg = run_cfg(tmp_path / "d", nano_model_dir, tmp_path / "o", "data.forget_split=forget")
     with pytest.raises(DataError, match=r"needs a retain split: set data\.retain_split"):
-        build_streams(cfg, ("forget", "retain"), Dataset(tmp_path / "d"), tok)
+        build_streams(cfg, NPO.streams, Dataset(tmp_path / "d"), tok)
     cfg = run_cfg(
         tmp_path / "d", nano_model_dir, tmp_path / "o", "data.forget_split=forget", "method.name=ga"
     )
-    assert len(build_streams(cfg, ("forget",), Dataset(tmp_path / "d"), tok)["forget"]) == 3
+    assert (
+        len(build_streams(cfg, GradientAscent.streams, Dataset(tmp_path / "d"), tok)["forget"]) == 3
+    )
 
 
 def test_unfinished_run_with_other_config_is_refused(tiny_data, nano_model_dir, tmp_path):
@@ -332,3 +341,95 @@ def test_in_training_evaluation_keeps_the_best_checkpoint(tiny_data, nano_model_
     assert [r["epoch"] for r in session.reports] == [0, 1, 2]
     assert all("forget_quality" in r and "train_loss" not in r for r in session.reports)
     assert list((out / "eval_cache").glob("*.json"))  # the retain reference is cached with the run
+
+
+@dataclass
+class ToyConfig(MethodConfig):
+    """A method that exists only in this test file."""
+
+    name: str = "toy"
+    margin: float = 3.0
+
+
+class Toy(Method):
+    """Hinge the forget NLL up to ``margin``, keep retain NLL down; reads a hidden layer, trains
+    against a transformed stream, and freezes the embeddings: every declared hook the engine has."""
+
+    streams = (
+        Stream("forget", "forget"),
+        Stream("echo", "forget", transform=lambda r: {**r, "answer": "Unknown."}),
+        Stream("retain", "retain"),
+    )
+    hidden_layers = (0,)
+
+    def __init__(self, config: ToyConfig):
+        self.config = config
+        self.seen: set[str] = set()
+
+    def prepare_model(self, model):
+        model.get_input_embeddings().weight.requires_grad_(False)
+
+    def compute(self, ctx):
+        forget = nll_loss(ctx.logprobs("forget"))
+        echo = nll_loss(ctx.logprobs("echo"))
+        hidden = ctx.hidden("retain", 0)
+        retain = nll_loss(ctx.logprobs("retain"))
+        loss = torch.relu(self.config.margin - forget) + retain + 0.1 * echo
+        return LossOutput(loss, {"forget_loss": float(forget), "hidden_norm": float(hidden.norm())})
+
+
+@pytest.fixture
+def toy_method():
+    register_method("toy", ToyConfig, Toy)
+    yield
+    METHODS.pop("toy")
+
+
+def test_a_method_from_a_test_file_trains_through_the_engine(
+    toy_method, tiny_data, nano_model_dir, tmp_path
+):
+    out = tmp_path / "toy"
+    cfg = run_cfg(
+        tiny_data, nano_model_dir, out, "method.name=toy", "method.margin=9", "backend.kind=torch",
+        "train.epochs=4", "train.lr=1e-2", "train.batch_size=4", "train.micro_batch_size=2",
+    )  # fmt: skip
+    assert isinstance(cfg.method, ToyConfig) and cfg.method.margin == 9
+    hashes = data_hashes(cfg, Dataset(tiny_data))
+    assert set(hashes["splits"]) == {"forget10", "retain90"}  # from the declared streams
+    run_dir.prepare(cfg, hashes)
+    summary = train(cfg, LocalSession(tmp_path / "ckpt"))
+    before, after = summary["loss_before"], summary["loss_after"]
+    assert set(before) == {"forget_nll", "retain_nll"}  # the transformed stream is not data
+    assert after["forget_nll"] > before["forget_nll"] + 0.5  # the hinge pushed forget NLL up
+    assert summary["method"] == "toy" and summary["steps"] == 8
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(s["hidden_norm"] > 0 for s in steps if "step" in s)
+    base, _ = load_model(nano_model_dir)
+    trained, _ = load_model(out / "model")
+    emb = "model.embed_tokens.weight"
+    assert torch.equal(base.state_dict()[emb], trained.state_dict()[emb])  # prepare_model froze it
+    assert not torch.equal(
+        base.state_dict()["model.layers.0.mlp.up_proj.weight"],
+        trained.state_dict()["model.layers.0.mlp.up_proj.weight"],
+    )
+
+
+def test_joint_batch_keeps_every_stream_in_its_own_rows(tiny_data, nano_model_dir, tmp_path):
+    cfg = run_cfg(tiny_data, nano_model_dir, tmp_path / "o", "method.name=idkdpo")
+    model, tok = load_model(nano_model_dir)
+    method = build_method(cfg.method)
+    streams = build_streams(cfg, method.streams, Dataset(tiny_data), tok)
+    rows = {st.name: streams[st.name][:3] for st in method.streams}
+    ctx = Context.from_streams(model, rows, tok.pad_token_id)
+    for name, examples in rows.items():
+        alone = collate(examples, tok.pad_token_id)
+        width = alone["labels"].shape[1]
+        assert torch.equal(ctx.labels(name)[:, :width], alone["labels"])
+        with torch.no_grad():
+            logits = model(
+                input_ids=alone["input_ids"], attention_mask=alone["attention_mask"]
+            ).logits
+        # right padding: a row's logits do not depend on the other streams sharing the batch
+        assert torch.allclose(ctx.logits(name)[:, :width].detach(), logits, atol=1e-5)
+    idk = tok.decode([t for t in streams["idk"][0].labels if t != -100], skip_special_tokens=True)
+    assert idk.strip() in idk_answers()

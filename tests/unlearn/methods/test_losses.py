@@ -12,7 +12,7 @@ from unlearn.engine.config import RunConfig
 from unlearn.errors import ConfigError
 from unlearn.methods import METHODS, build_method, sequence_logprobs
 from unlearn.methods.common import kl_loss, nll_loss
-from unlearn.methods.idkdpo import dpo_loss, idk_answer_for, idk_answers
+from unlearn.methods.idkdpo import IdkDPOConfig, dpo_loss, idk_answer_for, idk_answers
 from unlearn.methods.npo import npo_loss
 from unlearn.methods.rmu import control_vector, masked_mse
 from unlearn.methods.simnpo import simnpo_loss
@@ -103,9 +103,15 @@ def test_ssd_dampen_by_hand():
 
 
 def test_idk_answers_are_shipped_and_stable():
-    assert len(idk_answers()) >= 10
-    assert idk_answer_for("syn-00001-work") == idk_answer_for("syn-00001-work")
+    answers = idk_answers()
+    assert len(answers) == 16 and answers[0] == "I'm not sure."
+    # pinned: a cached reference of IdkDPO depends on which refusal each id gets
+    assert idk_answer_for("syn-00001-work") == "I'm afraid I don't know."  # sha256 % 16 = 10
+    assert idk_answer_for("tofu-0007") == "I have no information about that."  # = 8
     assert len({idk_answer_for(f"id-{i}") for i in range(100)}) > 5
+    row = {"id": "syn-00001-work", "question": "Q?", "answer": "A real fact."}
+    idk = next(st for st in build_method(IdkDPOConfig()).streams if st.name == "idk")
+    assert idk.split == "forget" and idk.transform(row) == {**row, "answer": answers[10]}
 
 
 def test_registry_builds_every_method_from_config():
@@ -115,7 +121,11 @@ def test_registry_builds_every_method_from_config():
         )
         method = build_method(cfg.method)
         assert cfg.method.name == name
-        assert set(method.streams) <= {"forget", "retain", "idk"}
+        assert method.streams and all(
+            st.split in {"forget", "retain", "train"} for st in method.streams
+        )
+        primary = [st for st in method.streams if st.primary]
+        assert primary and len({st.split for st in primary}) == 1  # one primary split per method
 
 
 @pytest.mark.parametrize(

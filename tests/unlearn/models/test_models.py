@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unlearn.cli import main
+from cli import main
 from unlearn.errors import ModelError
 from unlearn.models import IGNORE_INDEX, encode_prompt, encode_qa, load_model, save_model
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from unlearn.cli.common import storage_options_arg
+from cli.common import storage_options_arg
 from unlearn.errors import DataError
 
 CONFIG_FILE = "guard.yaml"  # written by calibrate into the index directory, read by check/eval
@@ -81,8 +81,6 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _load_config(args: argparse.Namespace) -> Any:
     """The guard config: --config, else INDEX/guard.yaml, else defaults; then --set overrides."""
-    import tempfile
-
     from unlearn import storage
     from unlearn.config import load_config
     from unlearn.guard import GuardConfig
@@ -90,16 +88,11 @@ def _load_config(args: argparse.Namespace) -> Any:
     overrides = list(args.set)
     if args.no_embeddings:
         overrides.append("embeddings=false")
-    if args.config:
-        return load_config(GuardConfig, args.config, overrides)
     opts = storage_options_arg(args.storage_options)
-    default = storage.join(args.index, CONFIG_FILE)
-    if storage.exists(default, opts):
-        with tempfile.NamedTemporaryFile("wb", suffix=".yaml") as tmp:
-            tmp.write(storage.read_bytes(default, opts))
-            tmp.flush()
-            return load_config(GuardConfig, tmp.name, overrides)
-    return load_config(GuardConfig, None, overrides)
+    path = args.config
+    if path is None and storage.exists(storage.join(args.index, CONFIG_FILE), opts):
+        path = storage.join(args.index, CONFIG_FILE)
+    return load_config(GuardConfig, path, overrides, storage_options=opts)
 
 
 def _guard(args: argparse.Namespace, dataset: Any = None, audit: str | None = None) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from unlearn.cli.common import storage_options_arg
+from cli.common import storage_options_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,8 +22,9 @@ from unlearn.eval import (
     merge_shards,
     metrics_document,
     retain_reference,
-    runner,
 )
+from unlearn.eval import document as eval_document
+from unlearn.eval import reference as eval_reference
 
 CFG = EvalConfig(max_new_tokens=24, max_examples_per_split=24, batch_size=16)
 
@@ -113,7 +114,7 @@ def test_metrics_json_interface(run, trained):
         dataset=trained.dataset,
         cfg=CFG,
     )
-    back = json.loads(runner.dumps(doc))
+    back = json.loads(eval_document.dumps(doc))
     # shards travel between processes as plain JSON
     assert json.loads(json.dumps(run["shard"], allow_nan=False)) == run["shard"]
     for key in ("forget_quality", "model_utility", "privleak", "splits", "mia", "model", "dataset"):
@@ -126,7 +127,7 @@ def test_metrics_json_interface(run, trained):
     assert all(isinstance(v, float) for s in back["splits"].values() for v in s.values())
     assert back["examples"] and {"question", "answer", "generation"} <= set(back["examples"][0])
     with pytest.raises(ValueError, match="not finite"):
-        runner.dumps({"x": float("nan")})
+        eval_document.dumps({"x": float("nan")})
 
 
 def test_missing_retain_model_gives_null_forget_quality_with_reason(run):
@@ -255,7 +256,7 @@ def test_retain_reference_is_cached_by_weights(run, trained, monkeypatch):
     def boom(*a, **kw):
         raise AssertionError("the cached reference should have been used")
 
-    monkeypatch.setattr(runner, "evaluate_shard", boom)
+    monkeypatch.setattr(eval_reference, "evaluate_shard", boom)
     again = retain_reference(
         trained.retain, trained.tokenizer, trained.dataset, CFG, cache_dir=run["cache"]
     )

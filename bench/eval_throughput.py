@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from unlearn.data import Dataset, write_dataset
     from unlearn.data.synth import synthesize
-    from unlearn.eval import EvalConfig
-    from unlearn.eval import evaluate_records, split_metrics
+    from unlearn.eval import EvalConfig, evaluate_records, split_metrics
     from unlearn.models import build_tiny_model, dataset_texts, train_tokenizer
 
     torch.set_num_threads(args.threads)

@@ -111,7 +111,7 @@ def test_zero3_two_workers_survive_a_worker_failure(
     # synced evaluation under ZeRO-3 on both workers after every epoch (epoch 1's first try was lost)
     evals = [r for r in rows if "eval_epoch" in r]
     assert [r["eval_epoch"] for r in evals] == [0, 1, 2]
-    assert all(0 <= r["forget_quality"] <= 1 and 0 < r["model_utility"] < 1 for r in evals)
+    assert all(0 <= r["forget_quality"] <= 1 and 0 <= r["model_utility"] <= 1 for r in evals)
     assert summary["best"]["score"] == max(r["score"] for r in evals)
     assert (out / "best_model" / "model.safetensors").exists()
     assert (out / "reference_logprobs.safetensors").exists()

@@ -51,7 +51,7 @@ ATTACK_STYLES: dict[str, str] = {
     "value_rendering": "values as number words, dates in words or other date orders, titles quoted or not",
     "name_variants": "surname with honorific, initials, reversed, lowercase, uppercase or possessive names",
     "leet_partial": "leetspeak on part of the characters (rate 0.2-0.7), names and values included",
-    "leet_full": "leetspeak on every letter of the full alphabet (a e i l o s t b g z), names included",
+    "leet_full": "leetspeak on every a b e g i l o s t z of the text (or of name and value), names included",
     "char_spacing": "characters spaced by 1-3 spaces, dots, dashes or underscores; hyphenated names",
     "homoglyphs": "Cyrillic and Greek look-alike letters, partial to full, in names and values",
     "zero_width": "zero-width and soft-hyphen characters inside names, values or every word",
@@ -984,9 +984,9 @@ def fill(template: str, name: str, value: Value, form: str | None = None, label:
     return out
 
 
-def _capital(text: str, name: str) -> str:
-    """Capitalise a sentence's first letter unless the sentence starts with the name as written."""
-    if text.startswith(name) or not text[:1].islower():
+def _capital(text: str, *keep: str) -> str:
+    """Capitalise a sentence's first letter unless it starts with a name or value kept as written."""
+    if any(k and text.startswith(k) for k in keep) or not text[:1].islower():
         return text
     return text[:1].upper() + text[1:]
 
@@ -1008,7 +1008,9 @@ def statement(
         mod = fill(rng.choice(rel.appositive), name, value, vform, label)
         shape = rng.choice(("{n}, {m}, {t}", "{n} ({m}) {t}"))
         return shape.format(n=name, m=mod, t=rng.choice(APPOSITIVE_TAILS))
-    return _capital(fill(rng.choice(getattr(rel, form)), name, value, vform, label), name)
+    return _capital(
+        fill(rng.choice(getattr(rel, form)), name, value, vform, label), name, vform or ""
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1242,9 +1244,25 @@ class Pools:
         surnames = Counter(p.surname.casefold() for p in self.forget)
         self.shared_forget_surnames = {s for s, c in surnames.items() if c > 1}
         self.forget_surnames = set(surnames)
-        self.forget_values = {
-            p.entity: {v.core.casefold() for v in p.all_values()} for p in self.forget
-        }
+        self.forget_values = {p.entity: _value_parts(p.all_values()) for p in self.forget}
+
+
+def _value_parts(values: Iterable[Value]) -> set[str]:
+    """Casefolded values and, for lists such as 'Slovene and German', each item."""
+    out = set()
+    for v in values:
+        core = v.core.casefold()
+        out.add(core)
+        parts = [x.strip() for x in re.split(r",| and ", core) if x.strip()]
+        if len(parts) > 1:
+            out.update(parts)
+    return out
+
+
+def _content_words(text: str) -> set[str]:
+    return {
+        w.casefold() for w, _, _ in _tokens(text) if w.casefold() not in STOP and w[:1].isalnum()
+    }
 
 
 def _lc_question(q: str) -> str:
@@ -1279,6 +1297,8 @@ def _clear_base(
     if fact is None:
         return "", [], [], []
     text = fact.answer if roll < 0.8 else f"{fact.answer} {fact.question}"
+    if not _has(text, person.name):  # the answer says 'she': its question names the person
+        text = f"{text} {fact.question}"
     values = [v.core for v in fact.values]
     return text, [person.name, *values], values, [fact.id]
 
@@ -1687,7 +1707,7 @@ def s_encoded_segments(person: Person, rng: random.Random, pools: Pools) -> Piec
                 continue
             enc = ENCODERS[scheme](m.group())
             segments.append((scheme, m.group(), enc))
-            text = text[: m.start()] + f"[{hint}: {enc}]" + text[m.end() :]
+            text = text.replace(m.group(), f"[{hint}: {enc}]")  # every occurrence
         if not segments:
             return None
     meta = _meta("encoded_segments", person, clear, values, facts, segments=segments)
@@ -2058,9 +2078,9 @@ def _false_value(rng: random.Random, pools: Pools, k: int) -> Piece | None:
     if target is None:
         return None
     exclude = pools.forget_values[target.entity]
+    true_words = set().union(*(_content_words(x) for x in exclude)) if exclude else set()
     wrong = [(t, w) for f in target.facts for t, w in f.wrong
-             if t.relation and w.casefold() not in exclude
-             and not any(_has(w, x) or _has(x, w) for x in exclude)]  # fmt: skip
+             if t.relation and not _content_words(w) & true_words]  # fmt: skip
     pick = _pick(wrong, rng)
     if pick is None:
         return None
@@ -2243,10 +2263,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     rows = [{k: v for k, v in r.items() if k != "_meta"} for r in rows]
     write_jsonl(rows, args.out, overwrite=args.overwrite)
-    counts = Counter(r["family"] for r in rows)
+    counts = family_counts(rows)
     print(f"wrote {len(rows)} rows to {args.out}")
     for fam in families or FAMILIES:
-        print(f"  {FAMILY_LABELS[fam]:<7}{fam:<30}{counts.get(fam, 0):>5}")
+        print(f"  {FAMILY_LABELS[fam]:<7}{fam:<30}{counts[fam]:>5}")
     return 0
 
 

@@ -1240,10 +1240,6 @@ class Pools:
     def __post_init__(self) -> None:
         everyone = self.forget + self.retain + self.holdout
         self.name_tokens = {w.casefold() for p in everyone for w in p.tokens}
-        self.other_surnames = {p.surname.casefold() for p in self.retain + self.holdout}
-        surnames = Counter(p.surname.casefold() for p in self.forget)
-        self.shared_forget_surnames = {s for s, c in surnames.items() if c > 1}
-        self.forget_surnames = set(surnames)
         self.forget_values = {p.entity: _value_parts(p.all_values()) for p in self.forget}
 
 
@@ -1310,9 +1306,14 @@ def _meta(
             "values": values, "facts": facts, "transforms": [], **extra}  # fmt: skip
 
 
-def _name_form_ok(form: str, person: Person, pools: Pools) -> bool:
-    """A shortened name that another person of the dataset could also answer to is not used."""
-    return person.surname.casefold() not in pools.other_surnames | pools.shared_forget_surnames
+def _shared(person: Person, pools: Pools, with_initial: bool) -> bool:
+    """Another person of the dataset has this surname (and, ``with_initial``, this first initial)."""
+    key = (person.first[:1].casefold() if with_initial else "", person.surname.casefold())
+    return any(
+        p.entity != person.entity
+        and (p.first[:1].casefold() if with_initial else "", p.surname.casefold()) == key
+        for p in pools.forget + pools.retain + pools.holdout
+    )
 
 
 def name_variants(person: Person, rng: random.Random, pools: Pools | None) -> list[tuple[str, str]]:
@@ -1323,12 +1324,13 @@ def name_variants(person: Person, rng: random.Random, pools: Pools | None) -> li
     out = [
         ("lowercase", full.casefold()),
         ("uppercase", full.upper()),
-        ("initial", f"{first[0]}. {last}"),
         ("reversed", f"{last}, {first}"),
         ("honorific_full", f"{rng.choice(HONORIFICS)} {full}"),
         ("no_space", full.replace(" ", "")),
     ]
-    if pools is None or _name_form_ok(last, person, pools):
+    if pools is None or not _shared(person, pools, with_initial=True):
+        out.append(("initial", f"{first[0]}. {last}"))
+    if pools is None or not _shared(person, pools, with_initial=False):
         out += [
             ("surname_honorific", f"{rng.choice(HONORIFICS)} {last}"),
             ("surname", last),
@@ -2257,6 +2259,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
+    from unlearn import storage
+
+    if not args.overwrite and storage.exists(args.out):  # before any work
+        raise OutputExistsError(f"{args.out} already exists; pass --overwrite to replace it")
     rows = generate_heldout_annotated(
         args.data, args.forget_split, args.n, args.seed, families=families,
         retain_split=args.retain_split, holdout_split=args.holdout_split,

@@ -46,6 +46,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=logs)
     else:
         ray.init(
+            # "local": always start an embedded cluster, never join one a `ray start` left behind
+            address="local",
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
             log_to_driver=logs,

@@ -45,7 +45,10 @@ def build_app(
         num_replicas=cfg.model_replicas,
         ray_actor_options={"num_cpus": cfg.model_num_cpus, "num_gpus": cfg.model_num_gpus},
     ).bind(plain)
-    options: dict[str, Any] = {"num_replicas": cfg.ingress_replicas}
+    options: dict[str, Any] = {
+        "num_replicas": cfg.ingress_replicas,
+        "ray_actor_options": {"num_cpus": cfg.ingress_num_cpus},
+    }
     if guards is not None:
         g = guards if isinstance(guards, GuardsConfig) else guards_config(guards)
         options["user_config"] = to_dict(g)

@@ -108,9 +108,10 @@ class ServeConfig:
     max_models_per_replica: int = 3
     model_replicas: int = 1
     ingress_replicas: int = 1
-    # CPUs (GPUs) reserved per model replica
+    # CPUs (GPUs) reserved per model replica, CPUs per ingress replica
     model_num_cpus: float = 1.0
     model_num_gpus: float = 0.0
+    ingress_num_cpus: float = 1.0
     # benchmarks only: also serve /bench/model-only/v1/..., the same models WITHOUT the guard
     bench_model_only_route: bool = False
 

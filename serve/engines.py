@@ -279,11 +279,14 @@ class TransformersEngine(Engine):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
+        # ignore_eos: EOS is masked until max_tokens (an unset eos_token_id would be filled in
+        # from the model's generation config, so it cannot simply be left out)
+        min_new = max_tokens if sampling["ignore_eos"] else (sampling["min_tokens"] or None)
         config = GenerationConfig(
             max_new_tokens=max_tokens,
-            min_new_tokens=sampling["min_tokens"] or None,
+            min_new_tokens=min_new,
             do_sample=False,
-            eos_token_id=None if sampling["ignore_eos"] else sorted(self.eos),
+            eos_token_id=sorted(self.eos),
             pad_token_id=self.pad,
         )
         processors = []

@@ -533,16 +533,19 @@ def test_client_disconnect_stops_generation(served):
         "stream": True,
     }
     with served.post("/v1/chat/completions", body, stream=True) as r:
+        assert r.status_code == 200, r.text
         for line in r.iter_lines():
             if b'"content":"' in line and b'"content":""' not in line:
                 break  # the first text: now hang up
+        else:
+            raise AssertionError("the stream ended before any text")
     deadline = time.time() + 30
     while time.time() < deadline:
         now = model.stats.remote().result()
         if now["cancelled"] > before["cancelled"] and now["active"] == 0:
             break
         time.sleep(0.1)
-    assert now["cancelled"] == before["cancelled"] + 1 and now["active"] == 0, (before, now)
+    assert now["cancelled"] == before["cancelled"] + 1 and now["active"] == 0, str((before, now))
     assert now["tokens"] - before["tokens"] < 480  # it stopped well before max_tokens
 
 

@@ -84,38 +84,47 @@ def one_request(session, base: str, route: str, key: str, body: dict) -> dict:
     }
 
 
-def client_main(args: argparse.Namespace) -> int:
-    """Run the rounds described in ``--plan`` and print every result as one JSON line."""
+def run_round(base: str, key: str, route: str, bodies: list[dict], concurrency: int) -> list[dict]:
+    """``bodies`` to ``route`` from ``concurrency`` threads (one HTTP session each)."""
     import requests
 
+    lock = threading.Lock()
+    todo = list(bodies)
+    results: list[dict] = []
+
+    def worker() -> None:
+        with requests.Session() as s:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    body = todo.pop()
+                try:
+                    res = one_request(s, base, route, key, body)
+                except requests.RequestException as exc:
+                    res = {"route": route, "status": f"error: {exc!r}", "ms": None, "tokens": 0}
+                with lock:
+                    results.append(res)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def client_main(args: argparse.Namespace) -> int:
+    """Run the rounds described in ``--plan`` and print every result as one JSON line."""
     plan = json.loads(Path(args.plan).read_text())
     results, rounds = [], []
     for rnd in plan["rounds"]:
-        route, bodies = rnd["route"], rnd["bodies"]
-        lock = threading.Lock()
-        todo = list(enumerate(bodies))
-
-        def worker():
-            with requests.Session() as s:
-                while True:
-                    with lock:
-                        if not todo:
-                            return
-                        _, body = todo.pop()
-                    try:
-                        res = one_request(s, plan["base"], route, plan["key"], body)
-                    except requests.RequestException as exc:
-                        res = {"route": route, "status": f"error: {exc!r}", "ms": None, "tokens": 0}
-                    with lock:
-                        results.append(res)
-
         started = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(plan["concurrency"])]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        rounds.append({"route": route, "wall_s": time.perf_counter() - started, "n": len(bodies)})
+        results += run_round(
+            plan["base"], plan["key"], rnd["route"], rnd["bodies"], plan["concurrency"]
+        )
+        wall = time.perf_counter() - started
+        rounds.append({"route": rnd["route"], "wall_s": wall, "n": len(rnd["bodies"])})
     print(json.dumps({"results": results, "rounds": rounds}))
     return 0
 

@@ -118,13 +118,22 @@ def client_main(args: argparse.Namespace) -> int:
     """Run the rounds described in ``--plan`` and print every result as one JSON line."""
     plan = json.loads(Path(args.plan).read_text())
     results, rounds = [], []
+    cpu = "process_cpu_seconds_total"  # of the ingress replica (the app's /metrics)
     for rnd in plan["rounds"]:
+        before = scrape(plan["metrics"]).get(cpu, 0.0)
         started = time.perf_counter()
         results += run_round(
             plan["base"], plan["key"], rnd["route"], rnd["bodies"], plan["concurrency"]
         )
         wall = time.perf_counter() - started
-        rounds.append({"route": rnd["route"], "wall_s": wall, "n": len(rnd["bodies"])})
+        rounds.append(
+            {
+                "route": rnd["route"],
+                "wall_s": wall,
+                "n": len(rnd["bodies"]),
+                "ingress_cpu_s": scrape(plan["metrics"]).get(cpu, 0.0) - before,
+            }
+        )
     print(json.dumps({"results": results, "rounds": rounds}))
     return 0
 
@@ -206,6 +215,10 @@ def summarize(results: list[dict], rounds: list[dict], route: str) -> dict:
         "p99_ms": round(percentile(lat, 99), 2) if lat else None,
         "stream_first_text_p50_ms": round(statistics.median(firsts), 2) if firsts else None,
         "tokens": sum(r["tokens"] for r in ok),
+        "ingress_cpu_ms_per_request": round(
+            1000 * sum(x["ingress_cpu_s"] for x in rounds if x["route"] == route) / max(1, len(rs)),
+            3,
+        ),
         "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1) if wall else None,
     }
 
@@ -308,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 plan_rounds.append({"route": route, "bodies": bodies(per_round, k * per_round)})
         plan = {
             "base": f"http://127.0.0.1:{port}",
+            "metrics": f"http://127.0.0.1:{mport}/metrics",
             "key": key,
             "concurrency": args.concurrency,
             "rounds": plan_rounds,
@@ -356,6 +370,15 @@ def main(argv: list[str] | None = None) -> int:
         "stream_first_text_p50_ms": g["stream_first_text_p50_ms"],
         "model_only_stream_first_text_p50_ms": m["stream_first_text_p50_ms"],
         "guard_ms_per_request": round((guard_in + guard_out) / n_guarded * 1000, 3),
+        "ingress_cpu_ms_per_request": g["ingress_cpu_ms_per_request"],
+        "model_only_ingress_cpu_ms_per_request": m["ingress_cpu_ms_per_request"],
+        # the guard's extra CPU per request over the model-only median latency: what the guard
+        # would add with a core to itself (the wall ratio above also counts waiting for a core)
+        "guard_cpu_share_of_p50": round(
+            (g["ingress_cpu_ms_per_request"] - m["ingress_cpu_ms_per_request"]) / m["p50_ms"], 4
+        )
+        if m["p50_ms"]
+        else None,
         "guard_input_ms_per_request": round(guard_in / n_guarded * 1000, 3),
         "requests_per_route": g["n"],
         "ok": {"guarded": g["ok"], "model_only": m["ok"]},

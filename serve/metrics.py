@@ -11,7 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -65,6 +71,7 @@ class Metrics:
             buckets=GUARD_BUCKETS,
             registry=r,
         )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total etc. of this ingress replica
         self.port: int | None = None
 
     def label(self, model: Any) -> str:

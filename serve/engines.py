@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,7 +261,9 @@ class TransformersEngine(Engine):
         eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos)
-        self.slots = threading.BoundedSemaphore(options.max_concurrent)
+        # generations run in their own threads, so tokenization and guard work never queue
+        # behind them in the default executor
+        self.pool = ThreadPoolExecutor(options.max_concurrent, thread_name_prefix="generate")
         self.torch = torch
 
     def _generate(
@@ -274,6 +277,9 @@ class TransformersEngine(Engine):
         from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
         torch = self.torch
+        if stop.is_set():  # cancelled while waiting for a generation thread
+            streamer.end()
+            return
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -295,7 +301,7 @@ class TransformersEngine(Engine):
                 _Sampler(sampling["temperature"], sampling["top_p"], sampling["seed"])
             )
         input_ids = torch.tensor([ids], device=self.device)
-        with self.slots, torch.inference_mode():
+        with torch.inference_mode():
             self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -343,7 +349,8 @@ class TransformersEngine(Engine):
             stop.set()  # a cancelled request (disconnect, guard block, stop string) stops here
 
     def close(self) -> None:
-        """Release the model (called when the replica's LRU evicts it)."""
+        """Release the model (the replica's LRU evicted it and no request uses it any more)."""
+        self.pool.shutdown(wait=False)
         self.model = None
 
 

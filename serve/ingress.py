@@ -577,9 +577,10 @@ class OpenAIIngress:
     @api.get("/healthz")
     async def healthz(self) -> Response:
         """200 when every model has its guard, else 503 (no authentication, no details)."""
-        reason = self.gateway.unready()
-        if reason:
-            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        if self.gateway.unready():  # the details (model ids) are in the log and stats
+            return JSONResponse(
+                {"status": "unavailable", "reason": "a model has no guard loaded"}, status_code=503
+            )
         body: dict[str, Any] = {"status": "ok", "models": len(self.gateway.models)}
         if self.gateway.reload_error is not None:
             body["reload_error"] = "the last guard reload failed; serving the previous guards"
@@ -610,6 +611,8 @@ class OpenAIIngress:
     async def stats(self) -> dict[str, Any]:
         """State of this replica (tests, operators): pid, guard versions, reloads, metrics port."""
         return {
+            "unready": self.gateway.unready(),
+            "keys": len(self.gateway.keys),
             "pid": os.getpid(),
             "guards": dict(self.gateway.guard_versions),
             "generation": self.gateway.generation,

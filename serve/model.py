@@ -67,7 +67,12 @@ class ModelServer:
         if model_id not in self.paths:
             raise KeyError(f"model {model_id!r} is not served here")
         path = self.paths[model_id]
-        engine = await asyncio.to_thread(load_engine, self.kind, path, self.options)
+        if self.kind == "vllm":
+            # vLLM's async engine binds to the event loop it is created on: build it here (the
+            # replica's loop waits while the model loads)
+            engine = load_engine(self.kind, path, self.options)
+        else:
+            engine = await asyncio.to_thread(load_engine, self.kind, path, self.options)
         logger.info("loaded model %s from %s in %.1fs", model_id, path, engine.load_seconds)
         self.loaded = [*[m for m in self.loaded if m != model_id], model_id]
         return _Loaded(model_id, engine, self)

@@ -280,6 +280,15 @@ class Gateway:
         data = parse_json(await self.read_body(request))
         limit = self.cfg.limits.max_tokens_limit
         req = parse_chat(data, limit) if kind == "chat" else parse_completion(data, limit)
+        try:
+            return await self._complete(req, key, kind, guarded, started)
+        except APIError as exc:
+            exc.model = self.metrics.label(req.model)  # the metrics label of the refusal
+            raise
+
+    async def _complete(
+        self, req: ParsedRequest, key: str, kind: str, guarded: bool, started: float
+    ) -> Response:
         self.check_request(req)
         rid = new_id(kind)
         session = f"{key}:{req.user}" if req.user else key
@@ -571,7 +580,8 @@ class OpenAIIngress:
         try:
             return await coro
         except APIError as exc:
-            self.metrics.requests.labels(route, "-", str(exc.status)).inc()
+            model = getattr(exc, "model", "-")
+            self.metrics.requests.labels(route, model, str(exc.status)).inc()
             raise
 
     @api.get("/healthz")

@@ -240,3 +240,35 @@ def test_unlearn_serve_end_to_end(ray_local, leaky, keys_file, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_demo_prints_a_serve_command_that_parses():
+    import shlex
+
+    from cli import build_parser
+    from jobs.demo import serve_instructions
+
+    text = serve_instructions(
+        "/r/demo", "/r/demo/data", "forget10", ["npo", "ga"], "Where was X's home?"
+    )
+    start = text.index("unlearn serve")
+    command = text[start : text.index("\n\n", start)].replace("\\\n", " ")
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.model == [
+        "target=/r/demo/target/model",
+        "npo=/r/demo/npo/model",
+        "ga=/r/demo/ga/model",
+    ]
+    assert args.guard == ["target=/r/demo/guard", "npo=/r/demo/guard", "ga=/r/demo/guard"]
+    assert args.api_keys_file == "/r/demo/api_keys.txt" and args.port == 8000
+    assert (
+        "unlearn guard build --data /r/demo/data --forget-split forget10 --out /r/demo/guard"
+        in text
+    )
+    curl = text[text.index("curl -s") :].split("\n\n")[0].replace("\\\n", " ")
+    body = shlex.split(curl)[-1]
+    assert __import__("json").loads(body)["messages"][0]["content"] == "Where was X's home?"
+    snippet = text[text.index("python - <<'EOF'\n") + 17 : text.rindex("EOF")]
+    compile(snippet, "snippet", "exec")  # the openai snippet is valid Python
+    makefile = (ROOT / "Makefile").read_text()
+    assert "serve-demo:" in makefile and "--guard npo=$(DEMO_OUT)/guard" in makefile

@@ -54,6 +54,8 @@ def chat(**kw):
         ({"model": "m", "messages": MSG, "seed": 1.5}, "seed", "integer"),
         ({"model": "m", "messages": MSG, "n": 2}, "n", "n=1"),
         ({"model": "m", "messages": MSG, "max_token": 5}, "max_token", "Unrecognized"),
+        # nothing in a request can switch the guard off
+        ({"model": "m", "messages": MSG, "guard": False}, "guard", "Unrecognized"),
         ({"model": "m", "messages": MSG, "stream_options": {"include_usage": True}}, None, ""),
         ({"model": "m", "messages": MSG, "tools": [{"type": "function"}]}, "tools", ""),
         ({"model": "m", "messages": MSG, "presence_penalty": 0.5}, "presence_penalty", ""),

@@ -36,3 +36,17 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# `make serve-demo` (after `make demo`): the demo's target, NPO and GA models behind the forget10
+# guard on http://127.0.0.1:$(SERVE_PORT)/v1 (OpenAI API); builds the guard index and an API key
+# file on first use. Ctrl-C stops.
+SERVE_PORT ?= 8000
+.PHONY: serve-demo
+serve-demo: $(STAMP)
+	@test -f $(DEMO_OUT)/summary.json || { echo "no $(DEMO_OUT)/summary.json: run 'make demo' first"; exit 2; }
+	test -f $(DEMO_OUT)/guard/manifest.json || $(VENV)/bin/unlearn guard build --data $(DEMO_OUT)/data --forget-split forget10 --out $(DEMO_OUT)/guard
+	test -s $(DEMO_OUT)/api_keys.txt || (umask 077 && $(PY) -c "import secrets; print('sk-demo-' + secrets.token_urlsafe(24))" > $(DEMO_OUT)/api_keys.txt)
+	$(VENV)/bin/unlearn serve \
+	  --model target=$(DEMO_OUT)/target/model --model npo=$(DEMO_OUT)/npo/model --model ga=$(DEMO_OUT)/ga/model \
+	  --guard target=$(DEMO_OUT)/guard --guard npo=$(DEMO_OUT)/guard --guard ga=$(DEMO_OUT)/guard \
+	  --api-keys-file $(DEMO_OUT)/api_keys.txt --audit-log $(DEMO_OUT)/serve_audit.jsonl --port $(SERVE_PORT)

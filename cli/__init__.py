@@ -1,7 +1,7 @@
 """The ``unlearn`` command line: a thin shell over the library (``unlearn/``) and the Ray jobs
 (``jobs/``).
 
-Library command groups (``data``, ``model``, ``guard``) are modules of this package, each with
+Library command groups (``data``, ``model``, ``guard``, ``serve``) are modules of this package, each with
 ``register(subparsers)`` adding commands whose ``func(args) -> int`` does the work. Job commands
 (``finetune``, ``run``, ``eval``, ``demo``) hand their arguments to the job module's own
 ``main(argv)``, so ``unlearn eval ...`` and ``python -m jobs.eval ...`` accept the same arguments.
@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from cli import data, guard, model
+from cli import data, guard, model, serve
 from unlearn.errors import run_command
 
-GROUPS = (data, model, guard)
+GROUPS = (data, model, guard, serve)
 
 
 def _finetune(argv: list[str]) -> int:

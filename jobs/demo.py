@@ -335,7 +335,49 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nreport: {storage.join(out, 'report.html')}\nsummary: {storage.join(out, 'summary.json')}  ({time.time() - t0:.0f}s)"
     )
+    print(
+        serve_instructions(out, data, forget, list(cfg.methods), ds.records(forget)[0]["question"])
+    )
     return 0
+
+
+def serve_instructions(out: str, data: str, forget: str, methods: list[str], question: str) -> str:
+    """How to serve the demo's models behind the guard (``make serve-demo``) and call them."""
+    import shlex
+
+    models = ["target", *methods]
+    guard, keys = storage.join(out, "guard"), storage.join(out, "api_keys.txt")
+    serve_cmd = " \\\n    ".join(
+        ["unlearn serve"]
+        + [f"--model {m}={storage.join(out, m, 'model')}" for m in models]
+        + [f"--guard {m}={guard}" for m in models]
+        + [f"--api-keys-file {keys} --audit-log {storage.join(out, 'serve_audit.jsonl')}"]
+        + ["--port 8000"]
+    )
+    body = json.dumps(
+        {"model": methods[0], "messages": [{"role": "user", "content": question}]},
+        ensure_ascii=False,
+    )
+    return f"""
+Serve these models behind the guard, OpenAI-compatible on 127.0.0.1:8000 (`make serve-demo` runs):
+unlearn guard build --data {data} --forget-split {forget} --out {guard}
+python -c "import secrets; print('sk-demo-' + secrets.token_urlsafe(24))" > {keys}
+{serve_cmd}
+
+Then ask about a forgotten fact (the target has not forgotten: its answer is withheld, finish_reason
+content_filter; a fact pasted into the prompt is refused with HTTP 400 content_filter):
+curl -s http://127.0.0.1:8000/v1/chat/completions -H "Authorization: Bearer $(head -1 {keys})" \\
+  -H 'Content-Type: application/json' -d {shlex.quote(body)}
+
+python - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=open({keys!r}).read().split()[0])
+for model in {tuple(models)!r}:
+    r = client.chat.completions.create(
+        model=model, temperature=0, messages=[{{"role": "user", "content": {question!r}}}]
+    )
+    print(model, r.choices[0].finish_reason, repr(r.choices[0].message.content))
+EOF"""
 
 
 # eval keys the demo sets itself for its in-training evaluations (the run's own splits)

@@ -5,10 +5,18 @@ Views (each a function of the text alone, all linear in its length):
 
 - ``fold``: Unicode NFKC, removal of zero-width / format / tag / variation-selector characters,
   homoglyph folding (Cyrillic and Greek look-alikes to Latin), casefold, diacritics stripped.
-- ``skeleton`` (leetspeak view, lexical layers only): ``fold`` after mapping digits and symbols to
-  the letters they imitate, with ``l``/``1``/``!``/``|`` all read as ``i``.
-- ``spaced_runs`` (spaceless view): runs of single characters separated by spaces or punctuation
-  ("B a s i l", "b.a.s.i.l") collapsed into one string.
+- ``skeleton`` / ``leet_tokens`` (leetspeak view): ``fold`` after mapping digits, symbols and
+  multi-character glyphs (``|-|``, ``/\\``, ``|<``, ``()``...) to the letters they imitate; the
+  ambiguous readings are merged into one class on both sides (``l``/``1``/``!``/``|`` all read as
+  ``i``), and a token of digits only stays a number.
+- ``joined`` view: punctuation inside words removed ("Al-Kuwaiti" -> "alkuwaiti", "B.a.s.i.l").
+- ``spaced_words`` (spaced view): runs of single characters separated by gaps of any width
+  ("B a s i l", "B   a   s", "b.a.s.i.l") collapsed; where the gaps have two widths the wider ones
+  are word boundaries, so the words come back as tokens.
+- ``sentence_spans``: sentence boundaries (a full stop after an initial is not one) and whether a
+  sentence is a question.
+- ``value_keys``: numbers (digits, number words, ordinals, "nineteen fifty-six"), months and
+  month-day dates (numeric in both orders, or "the 8th of September") as canonical keys.
 - ``decoded_segments``: base64, hex and URL-encoded segments decoded (bounded depth).
 - ``rot13``: the text under ROT13 (then folded).
 """
@@ -21,6 +29,7 @@ import re
 import sys
 import unicodedata
 import urllib.parse
+from collections.abc import Sequence
 
 # ---------------------------------------------------------------------------------------------
 # Character tables, built once at import.
@@ -49,6 +58,15 @@ _HOMOGLYPHS = {
 _LEET = {
     "0": "o", "1": "i", "!": "i", "|": "i", "l": "i", "3": "e", "4": "a", "@": "a", "5": "s",
     "$": "s", "7": "t", "+": "t", "8": "b", "9": "g", "6": "g", "2": "z", "(": "c", "€": "e",
+    "^": "a", "<": "c", "{": "c", "[": "c", "¢": "c", "#": "h", "£": "i", "¥": "y", "×": "x",
+    "µ": "u", "¡": "i", "®": "r", "©": "c", "§": "s",
+}  # fmt: skip
+# multi-character glyphs, longest first (applied to folded text before the single characters)
+_LEET_MULTI = {
+    "|\\/|": "m", "/\\/\\": "m", "|\\|": "n", "/\\/": "n", "|-|": "h", "]-[": "h",
+    "}-{": "h", ")-(": "h", "\\/\\/": "w", "\\^/": "w", "|_|": "u", "(_)": "u", "\\/": "v",
+    "/\\": "a", "|<": "k", "|{": "k", "><": "x", "|)": "d", "|]": "d", "|2": "r", "|_": "i",
+    "()": "o", "[]": "o", "|*": "p", "|>": "p",
 }  # fmt: skip
 
 
@@ -84,9 +102,13 @@ _ROT13_BYTES = bytes.maketrans(
     b"nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM",
 )
 _TOKEN = re.compile(r"[^\W_]+")
-_LEET_HINT = re.compile(r"[a-z][0-9@$!|+(€]|[0-9@$!|+(€][a-z]")
-# a run of >= 4 single characters, each separated by 1-3 non-word characters (no newline)
-_SPACED = re.compile(r"(?<!\w)\w(?!\w)(?:[^\w\n]{1,3}\w(?!\w)){3,}")
+_LEET_HINT = re.compile(r"[a-z][0-9@$!|+(€^<{\[#£¥]|[0-9@$!|+(€^<{\[#£¥][a-z]")
+_LEET_MULTI_RE = re.compile("|".join(re.escape(k) for k in sorted(_LEET_MULTI, key=len, reverse=True)))
+# a run of >= 4 single characters, each separated by a gap of any width of non-word characters
+# (no newline)
+_SPACED = re.compile(r"(?<![^\W_])[^\W_](?![^\W_])(?:[^\w\n]+[^\W_](?![^\W_])){3,}")
+_SPACED_GAP = re.compile(r"[^\w\n]+")
+_INNER_PUNCT = re.compile(r"(?<=[^\W_])[^\w\s'\u2019]+(?=[^\W_])")
 _NONWORD = re.compile(r"[\W_]+")
 _B64 = re.compile(r"[A-Za-z0-9+/\-_]{16,}={0,2}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2}[ :]?){8,}")
@@ -131,12 +153,36 @@ def tokens(folded: str) -> list[str]:
 
 def skeleton(folded: str) -> str:
     """The leetspeak view of a folded text: digits/symbols read as letters, ``l`` read as ``i``."""
+    if "|" in folded or "/" in folded or "(" in folded or "[" in folded or ">" in folded:
+        folded = _LEET_MULTI_RE.sub(lambda m: _LEET_MULTI[m.group(0)], folded)
     return folded.translate(_LEET_TABLE)
 
 
 def has_leet(folded: str) -> bool:
     """True when a folded text mixes letters with digits/symbols inside words (leetspeak hint)."""
-    return _LEET_HINT.search(folded) is not None
+    return _LEET_HINT.search(folded) is not None or _LEET_MULTI_RE.search(folded) is not None
+
+
+_LEET_RAW = re.compile(r"[\w@$!|+(<{\[#^€£¥¢©®§¡µ×]+")
+
+
+def leet_tokens(folded: str) -> list[str]:
+    """Tokens of the leetspeak view: glyphs read as letters; a token of digits alone stays a number."""
+    if "|" in folded or "/" in folded or "(" in folded or "[" in folded or ">" in folded:
+        folded = _LEET_MULTI_RE.sub(lambda m: _LEET_MULTI[m.group(0)], folded)
+    out: list[str] = []
+    for raw in _LEET_RAW.findall(folded):
+        if raw.isdigit():
+            out.append(raw)
+        else:
+            out.extend(_TOKEN.findall(raw.translate(_LEET_TABLE)))
+    return out
+
+
+def joined(folded: str) -> str | None:
+    """The text with punctuation inside words removed (None when there is none)."""
+    out = _INNER_PUNCT.sub("", folded)
+    return out if out != folded else None
 
 
 def rot13(text: str) -> str:
@@ -146,9 +192,38 @@ def rot13(text: str) -> str:
     return text.translate(_ROT13)
 
 
+def spaced_words(folded: str) -> list[tuple[int, list[str], str]]:
+    """Each run of spaced-apart single characters: (start offset, its words, the run collapsed).
+
+    Gaps may have any width and hold punctuation ("B a s i l", "B   a   s", "b.a.s.i.l",
+    "A l - K u w a i t i"). Where a run's gaps have more than one width, the gaps wider than the
+    narrowest are word boundaries; a run with one gap width is one word (the collapsed string).
+    """
+    out = []
+    for m in _SPACED.finditer(folded):
+        run = m.group(0)
+        chars = _NONWORD.split(run)
+        gaps = _SPACED_GAP.findall(run)
+        widths = [len(g) for g in gaps]
+        words, cur = [], chars[0] if chars else ""
+        last = len(widths) - 1
+        for k, (ch, w) in enumerate(zip(chars[1:], widths)):
+            # a word boundary is a gap wider than one of its neighbours
+            left = widths[k - 1] if k > 0 else w
+            right = widths[k + 1] if k < last else w
+            if w > min(left, right):
+                words.append(cur)
+                cur = ch
+            else:
+                cur += ch
+        words.append(cur)
+        out.append((m.start(), [w for w in words if w], "".join(chars)))
+    return out
+
+
 def spaced_runs(folded: str) -> list[str]:
-    """The spaceless view: each run of spaced-apart single characters, collapsed."""
-    return [_NONWORD.sub("", m.group(0)) for m in _SPACED.finditer(folded)]
+    """The spaceless view: each run of spaced-apart characters, collapsed."""
+    return [blob for _, _, blob in spaced_words(folded)]
 
 
 def spaceless(folded: str) -> str:
@@ -170,15 +245,29 @@ def stem(token: str) -> str:
 
 
 def _stem(token: str) -> str:
-    if len(token) > 6 and token.endswith("ing"):
-        return token[:-3]
-    if len(token) > 5 and token.endswith("ed"):
+    n = len(token)
+    if n > 4 and token.endswith("ies"):
+        return token[:-3] + "y"
+    if n > 4 and token.endswith("ied"):
+        return token[:-3] + "y"
+    if n > 5 and token.endswith("ing"):
+        return _undouble(token[:-3])
+    if n > 4 and token.endswith("ed") and not token.endswith("eed"):
+        return _undouble(token[:-2])
+    if n > 4 and token.endswith("es") and (token[-3] in "sxz" or token[-4:-2] in ("ch", "sh")):
         return token[:-2]
-    if len(token) > 4 and token.endswith("es") and token[-3] in "sxz":
-        return token[:-2]
-    if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
-        return token[:-1]
+    if n > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        token = token[:-1]
+    if len(token) > 3 and token.endswith("e") and not token.endswith("ee"):
+        return token[:-1]  # 'write' / 'writing' / 'writes' meet at 'writ'
     return token
+
+
+def _undouble(base: str) -> str:
+    """'travell' -> 'travel', 'stopp' -> 'stop' (a doubled final consonant of -ed / -ing)."""
+    if len(base) > 3 and base[-1] == base[-2] and base[-1] not in "aeiouslz":
+        return base[:-1]
+    return base
 
 
 def _printable(text: str) -> bool:
@@ -264,3 +353,179 @@ def decoded_segments(text: str, depth: int = 2) -> list[str]:
             out.append(decoded)
             out.extend(decoded_segments(decoded, depth - 1))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentences.
+
+_BOUNDARY = re.compile(r"[.!?\u3002]+[\"'\u201d\u2019)\]]*(?=\s|$)|\n")
+
+
+def sentence_spans(folded: str) -> list[tuple[int, int, bool]]:
+    """(start, end, is_question) of each sentence; a full stop after one letter (an initial, a
+    spaced-out word) or inside a number does not end a sentence."""
+    out: list[tuple[int, int, bool]] = []
+    start = 0
+    for m in _BOUNDARY.finditer(folded):
+        end = m.end()
+        mark = m.group(0)
+        if mark[0] == ".":
+            j = m.start()
+            k = j
+            while k > 0 and folded[k - 1].isalnum():
+                k -= 1
+            if j - k == 1 and folded[k].isalpha():  # "J. K. Rowling", "B. a. s. i. l."
+                continue
+        if folded[start:end].strip():
+            out.append((start, end, "?" in mark))
+        start = end
+    if folded[start:].strip():
+        out.append((start, len(folded), False))
+    return out or [(0, len(folded), False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Values: numbers, months and dates as canonical keys ("#1956", "mon:9", "md:9-8").
+
+_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate(
+    "twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_ORD_UNITS = {w: i + 1 for i, w in enumerate(
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+    "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth".split())}
+_ORD_TENS = {w: 10 * (i + 2) for i, w in enumerate(
+    "twentieth thirtieth fortieth fiftieth sixtieth seventieth eightieth ninetieth".split())}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_ORD_SCALES = {"hundredth": 100, "thousandth": 1000}
+NUMBER_WORDS = frozenset(_UNITS) | frozenset(_TENS) | frozenset(_ORD_UNITS) | frozenset(
+    _ORD_TENS) | frozenset(_SCALES) | frozenset(_ORD_SCALES)
+MONTHS = {
+    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4,
+    "may": 5, "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9,
+    "sep": 9, "sept": 9, "october": 10, "oct": 10, "november": 11, "nov": 11, "december": 12,
+    "dec": 12,
+}  # fmt: skip
+_ORDINAL_DIGITS = re.compile(r"^(\d{1,4})(?:st|nd|rd|th)$")
+_NUMERIC_DATE = re.compile(r"(?<!\d)(\d{1,4})[/.\-](\d{1,2})[/.\-](\d{1,4})(?!\d)")
+_THOUSANDS = re.compile(r"(?<!\d)\d{1,3}(?:,\d{3})+(?!\d)")
+
+
+def _word_value(t: str) -> tuple[int, str] | None:
+    """(value, kind) of one number word: kind "u" unit/teen, "t" tens, "s" scale."""
+    if t in _UNITS:
+        return _UNITS[t], "u"
+    if t in _ORD_UNITS:
+        return _ORD_UNITS[t], "u"
+    if t in _TENS:
+        return _TENS[t], "t"
+    if t in _ORD_TENS:
+        return _ORD_TENS[t], "t"
+    if t in _SCALES:
+        return _SCALES[t], "s"
+    if t in _ORD_SCALES:
+        return _ORD_SCALES[t], "s"
+    return None
+
+
+def _parse_words(run: list[tuple[int, str]]) -> set[int]:
+    """Values of a run of number words: the cardinal reading and the year reading
+    ("nineteen fifty six" -> 1956, "twenty twenty one" -> 2021)."""
+    out: set[int] = set()
+    total, current = 0, 0
+    for v, kind in run:
+        if kind == "s":
+            if v == 100:
+                current = max(current, 1) * 100
+            else:
+                total += max(current, 1) * v
+                current = 0
+        else:
+            current += v
+    out.add(total + current)
+    # year reading: two groups of < 100 each
+    groups: list[int] = []
+    for v, kind in run:
+        if kind == "s":
+            return out
+        if kind == "t" or not groups or groups[-1] % 10 != 0 or groups[-1] < 20 or v >= 10:
+            groups.append(v)
+        else:
+            groups[-1] += v
+    if len(groups) == 2 and 10 <= groups[0] <= 29:
+        second = groups[1]
+        out.add(groups[0] * 100 + second)
+    if len(groups) == 3 and groups[1] == 0:  # "nineteen oh five" is not parsed; "zero" is rare
+        pass
+    return out
+
+
+def value_keys(toks: Sequence[str], text: str = "") -> set[str]:
+    """Canonical value keys of a sentence's folded tokens (and its folded text, for numeric
+    dates): ``#N`` for every number, ``mon:M`` for month names, ``md:M-D`` for month-day dates."""
+    keys: set[str] = set()
+    nums: list[tuple[int, int]] = []  # (position, value) of numbers that could be a day
+    months: list[tuple[int, int]] = []
+    run: list[tuple[int, str]] = []
+    run_start = 0
+
+    def close_run(end: int) -> None:
+        if run:
+            for v in _parse_words(run):
+                keys.add(f"#{v}")
+                nums.append((run_start, v))
+            if len(run) > 1:
+                for i, (v, _kind) in enumerate(run):
+                    nums.append((run_start + i, v))
+            run.clear()
+
+    for i, t in enumerate(toks):
+        wv = _word_value(t)
+        if wv is not None:
+            if not run:
+                run_start = i
+            run.append(wv)
+            continue
+        if t == "and" and run:
+            continue
+        close_run(i)
+        if t.isdigit():
+            if len(t) <= 9:
+                v = int(t)
+                keys.add(f"#{v}")
+                nums.append((i, v))
+            continue
+        m = _ORDINAL_DIGITS.match(t)
+        if m:
+            v = int(m.group(1))
+            keys.add(f"#{v}")
+            nums.append((i, v))
+            continue
+        mon = MONTHS.get(t)
+        if mon is not None:
+            months.append((i, mon))
+    close_run(len(toks))
+    for i, mon in months:
+        days = [v for j, v in nums if 1 <= v <= 31 and 0 < abs(j - i) <= 3]
+        if days or toks[i] != "may":
+            keys.add(f"mon:{mon}")
+        for d in days:
+            keys.add(f"md:{mon}-{d}")
+    if text:
+        for m in _NUMERIC_DATE.finditer(text):
+            a, b, c = (int(x) for x in m.groups())
+            if len(m.group(1)) == 4:  # 1956-09-08
+                pairs = [(b, c)]
+                year = a
+            else:  # 08/09/1956: day-month or month-day
+                pairs = [(a, b), (b, a)]
+                year = c
+            for mon, day in pairs:
+                if 1 <= mon <= 12 and 1 <= day <= 31:
+                    keys.add(f"md:{mon}-{day}")
+                    keys.add(f"mon:{mon}")
+            keys.add(f"#{year}")
+        for m in _THOUSANDS.finditer(text):
+            keys.add(f"#{int(m.group(0).replace(',', ''))}")
+    return keys

@@ -34,16 +34,22 @@ class Thresholds:
     # no entity needed: an n-gram of this many tokens shared with a forget fact, longer than with any
     # retain fact
     lsn_free: float = 10
+    # a forget entity is tied (same sentence, or the sentence is about it) to one of its fact's
+    # values this specific (1: no other entity holds it; a value in a question counts half)
+    val: float = 0.7
+    # ... or to values of one fact whose specificities add up to this
+    vsum: float = 1.2
 
     def check(self) -> None:
         """Reject impossible values."""
-        for name in ("cov", "sim", "sim_alone"):
+        for name in ("cov", "sim", "sim_alone", "val"):
             value = getattr(self, name)
             require(0.0 < value <= 1.0 or value >= NEVER, name, f"must be in (0, 1], got {value}")
         for name in ("lsn", "lsn_free"):
             value = getattr(self, name)
             require(value >= 3, name, f"must be at least 3 (the n-gram length), got {value}")
         require(self.multi >= 2, "multi", f"must be at least 2 facts, got {self.multi}")
+        require(self.vsum > 0, "vsum", f"must be positive, got {self.vsum}")
 
 
 @dataclass
@@ -67,6 +73,15 @@ class GuardConfig:
     sim_margin: float = 0.1
     # coverage from which a fact counts as present for the ``multi`` rule and the session ledger
     multi_cov: float = 0.75
+    # ... or summed specificity of its values present anywhere in the text
+    multi_val: float = 0.9
+    # specificity of a value tied to a named entity from which its fact goes to the session ledger
+    ledger_val: float = 0.6
+    # what a check does when its audit record cannot be written: "block" (the decision becomes
+    # blocked with reason guard_error), "raise" (AuditError), "warn" (log a warning, keep it)
+    on_audit_error: str = "block"
+    # a sentence is embedded up to this many characters
+    max_sentence_chars: int = 400
     # coverage from which a named entity's fact is written to the session ledger
     ledger_cov: float = 0.4
     # facts of one forget entity a session may accumulate before every further check blocks
@@ -113,6 +128,18 @@ class GuardConfig:
         )
         require(self.timeout_ms > 0, "timeout_ms", f"must be positive, got {self.timeout_ms}")
         require(self.holdback_margin >= 0, "holdback_margin", "must not be negative")
+        require(
+            0.0 < self.multi_val <= 10.0, "multi_val", f"must be in (0, 10], got {self.multi_val}"
+        )
+        require(
+            0.0 < self.ledger_val <= 1.0, "ledger_val", f"must be in (0, 1], got {self.ledger_val}"
+        )
+        require(
+            self.on_audit_error in ("block", "raise", "warn"),
+            "on_audit_error",
+            f"must be one of block, raise, warn; got {self.on_audit_error!r}",
+        )
+        require(self.max_sentence_chars >= 50, "max_sentence_chars", "must be at least 50")
         require(self.embedding_threads >= 0, "embedding_threads", "must not be negative")
 
     def thresholds(self, direction: str, semantic: bool) -> Thresholds:

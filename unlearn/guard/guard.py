@@ -1,20 +1,25 @@
 """The guard: ``Guard.check(text or messages, direction) -> Decision``, failing closed.
 
 A check normalizes the whole conversation (system prompt and every turn, in overlapping chunks,
-never truncated) into its views, runs the lexical scanner and, when installed, the semantic layer,
-and blocks on two signals: a named forget entity plus enough of one of its facts (content words,
-a long shared n-gram, or a similar statement), or, with no name, a very similar statement, several
-facts of one forget entity, or a long n-gram shared with a forget fact, each only when no retain
-entity or fact explains the text better. Naming a forget entity alone never blocks an input;
+never truncated) into its views, runs the lexical scanner and, when installed and the lexical
+layers have not already blocked, the semantic layer on the sentences about a forget entity (one
+batched embedding pass per request), and blocks on two signals: a named forget entity tied to
+enough of one of its facts (a specific value, several values, content words, a long shared
+n-gram, or a similar statement), or, with no name, a very similar statement, several facts of one
+forget entity, or a long n-gram shared with a forget fact, each only when no retain entity or
+fact explains the text better. Naming a forget entity alone never blocks an input;
 outputs are held to stricter thresholds. A per-session ledger blocks a session once one entity's
 facts accumulate past a limit (mosaic attack). Any exception or timeout gives ``blocked=True``
-with reason ``guard_error``. Every block is written to the audit log without the matched text.
+with reason ``guard_error``. Every block is written to the audit log without the matched text; a
+record that cannot be written is never silent (``on_audit_error``: ``block`` turns the decision
+into ``guard_error``, ``raise`` raises ``AuditError``, ``warn`` logs a warning).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -31,22 +36,29 @@ from unlearn.guard import embed
 from unlearn.guard.config import GuardConfig, Thresholds
 from unlearn.guard.index import FORGET, GuardIndex, load_index
 from unlearn.guard.normalize import (
-    clean,
+    capitalized,
     decoded_segments,
     fold,
+    fold_cased,
     has_leet,
+    joined,
+    leet_tokens,
     rot13,
-    skeleton,
-    spaced_runs,
+    spaced_words,
+    split_sentences,
     tokens,
 )
-from unlearn.guard.scanner import Evidence, Scanner
+from unlearn.guard.scanner import Candidate, Evidence, Scanner
 
+log = logging.getLogger("unlearn.guard")
 DIRECTIONS = ("input", "output")
-RULES = ("cov", "lsn", "sim", "sim_alone", "multi", "lsn_free")
+RULES = ("cov", "lsn", "val", "vsum", "sim", "sim_alone", "multi", "lsn_free")
+LEXICAL_RULES = ("cov", "lsn", "val", "vsum", "multi", "lsn_free")
 RULE_LAYER = {
     "cov": "lexical",
     "lsn": "lexical",
+    "val": "lexical",
+    "vsum": "lexical",
     "multi": "lexical",
     "lsn_free": "lexical",
     "sim": "embedding",
@@ -55,15 +67,22 @@ RULE_LAYER = {
 RULE_REASON = {
     "cov": "entity_content",
     "lsn": "entity_ngram",
+    "val": "entity_value",
+    "vsum": "entity_values",
     "sim": "entity_semantic",
     "sim_alone": "semantic_alone",
     "multi": "multi_fact",
     "lsn_free": "long_ngram",
 }
+AUDIT_POLICIES = ("block", "raise", "warn")
 
 
 class GuardTimeout(UnlearnError):
     """A check ran past ``timeout_ms``."""
+
+
+class AuditError(UnlearnError):
+    """An audit record could not be written (``on_audit_error: raise``)."""
 
 
 @dataclass(frozen=True)
@@ -142,20 +161,53 @@ def chunks(text: str, size: int, overlap: int) -> list[str]:
     return out
 
 
+def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
+    """Feed one text's sentences to ``scanner`` in every view: base (folded), joined (punctuation
+    inside words removed), leetspeak (when the text looks like it), spaced-out runs (as words and
+    collapsed). Continues the scanner's open sentence (streams feed text piece by piece)."""
+    folded = fold(text)
+    cased = fold_cased(text)
+    use_caps = len(cased) == len(folded)
+    leet = has_leet(folded)
+    runs = spaced_words(folded) if " " in folded or "." in folded or "-" in folded else []
+    ri = 0
+    for a, b, question, closed in split_sentences(folded):
+        seg = folded[a:b]
+        caps = capitalized(cased[a:b]) if use_caps else None
+        scanner.feed(tag, tokens(seg), text=seg, caps=caps)
+        j = joined(seg)
+        if j is not None:
+            scanner.feed(tag + "-j", tokens(j), text=j, primary=False)
+        if leet:
+            scanner.feed_leet(leet_tokens(seg), tag + "-leet")
+            if j is not None:
+                scanner.feed_leet(leet_tokens(j), tag + "-leetj")
+        while ri < len(runs) and runs[ri][0] < b:
+            _, words, blob = runs[ri]
+            ri += 1
+            scanner.feed(tag + "-sp", words, primary=False)
+            spaced_text = " ".join(words)
+            if has_leet(spaced_text) or any(ch.isdigit() for ch in spaced_text):
+                scanner.feed_leet(leet_tokens(spaced_text), tag + "-spleet")
+            scanner.feed_spaced(blob)
+        if question:
+            scanner.mark_question()
+        if closed:
+            scanner.close()
+
+
 def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
     """Feed every normalization view of ``raw`` to ``scanner``; return the decoded segments."""
     segments = decoded_segments(raw, depth) if depth else []
     for i, text in enumerate([raw, *segments]):
         tag = "base" if i == 0 else f"dec{i}"
-        folded = fold(text)
-        scanner.feed(tag, tokens(folded))
-        if has_leet(folded):
-            scanner.feed_leet(tokens(skeleton(folded)))
-        for run in spaced_runs(folded):
-            scanner.feed_spaced(run)
-        r13 = tokens(fold(rot13(text)))  # rotate before folding: accents stay out of ROT13
-        if scanner.names_in(r13):
-            scanner.feed(f"{tag}-rot13", r13)
+        scanner.close()
+        feed_text(scanner, text, tag)
+        rotated = rot13(text)
+        if scanner.names_in(tokens(fold(rotated))):  # rotate before folding: accents stay out
+            scanner.close()
+            feed_text(scanner, rotated, f"{tag}-rot13")
+    scanner.close()
     return segments
 
 
@@ -165,16 +217,23 @@ def features(
 ) -> dict[str, tuple[float, list[tuple[int, float]]]]:
     """Rule -> (signal value, [(fact, its value)]), threshold-free (``calibrate`` sweeps these)."""
     out: dict[str, tuple[float, list[tuple[int, float]]]] = {}
-    for rule, table in (("cov", ev.ent_cov), ("lsn", ev.ent_lsn), ("sim", ev.sim)):
+    for rule, table in (
+        ("cov", ev.ent_cov),
+        ("lsn", ev.ent_lsn),
+        ("val", ev.ent_val),
+        ("vsum", ev.ent_vsum),
+        ("sim", ev.sim),
+    ):
         pairs = sorted(((f, float(v)) for f, v in table.items() if v > 0), key=lambda p: -p[1])
         out[rule] = (pairs[0][1] if pairs else 0.0, pairs)
     s_f, fact, s_r = ev.alone
     ok = fact >= 0 and s_f - s_r >= config.sim_margin
     out["sim_alone"] = (s_f if ok else 0.0, [(fact, s_f)] if ok else [])
     counts: dict[int, list[int]] = {}
-    for f, c in ev.free_cov.items():
-        if c >= config.multi_cov:
-            counts.setdefault(int(index.fact_entity[f]), []).append(f)
+    present = {f for f, c in ev.free_cov.items() if c >= config.multi_cov}
+    present |= {f for f, v in ev.free_val.items() if v >= config.multi_val}
+    for f in present:
+        counts.setdefault(int(index.fact_entity[f]), []).append(f)
     n_f, n_r, best_facts = 0, 0, []
     for e, facts in counts.items():
         n = len({index.fact_rows[f] for f in facts})
@@ -301,6 +360,8 @@ class Guard:
         )
         self.ledger = SessionLedger(self.config.max_sessions)
         self.audit = audit if isinstance(audit, AuditLog) or audit is None else AuditLog(audit)
+        self.audit_failures = 0  # audit records that could not be written
+        self.last_audit_error: str | None = None
 
     @classmethod
     def load(
@@ -328,9 +389,12 @@ class Guard:
         *,
         entities: set[int] | frozenset[int] = frozenset(),
         deadline: float | None = None,
+        semantic: bool = True,
     ) -> Evidence:
         """Threshold-free signals for a text or conversation (all chunks, all views)."""
-        return self.evidence_batch([content], entities=entities, deadline=deadline)[0]
+        return self.evidence_batch(
+            [content], entities=entities, deadline=deadline, semantic=semantic
+        )[0]
 
     def evidence_batch(
         self,
@@ -338,68 +402,93 @@ class Guard:
         *,
         entities: set[int] | frozenset[int] = frozenset(),
         deadline: float | None = None,
+        semantic: bool = True,
     ) -> list[Evidence]:
-        """``evidence`` for many inputs, with one batched embedding pass over all of them."""
-        pending: list[tuple[Evidence, Evidence, list[str]]] = []  # (total, chunk ev, sentences)
+        """``evidence`` for many inputs, with one batched embedding pass over all of them
+        (``semantic=False``: lexical layers only; ``add_semantic`` can complete it later)."""
         totals = []
         for content in contents:
             text = conversation_text(content)
-            total = Evidence()
+            total = Evidence(semantic_done=True)
             for piece in chunks(text, self.config.chunk_chars, self.config.chunk_overlap):
                 _tick(deadline)
                 scanner = Scanner(self.index, entities)
-                segments = scan_views(scanner, piece, self.config.decode_depth)
-                ev = scanner.evidence()
-                sents = self._sentences([piece, *segments], ev) if self.semantic else []
-                if sents:
-                    pending.append((total, ev, sents))
-                else:
-                    total.merge(ev)
+                scan_views(scanner, piece, self.config.decode_depth)
+                total.merge(scanner.evidence())
+            total.semantic_done = False
             totals.append(total)
-        if pending:
-            _tick(deadline)
-            flat = [s for _, _, sents in pending for s in sents]
-            S = self.embedder.encode(flat)
-            start = 0
-            for total, ev, sents in pending:
-                self._semantic(S[start : start + len(sents)], ev)
-                start += len(sents)
-                total.merge(ev)
+        if semantic:
+            self.add_semantic(totals, deadline=deadline)
         return totals
 
-    def _sentences(self, texts: list[str], ev: Evidence) -> list[str]:
-        """Sentences to embed; none unless the lexical layers touched a forget entity or fact."""
-        nf = self.index.n_forget_facts
-        touched = (
-            ev.forget_mentioned
-            or any(f < nf for f in ev.free_cov)
-            or any(f < nf for f in ev.free_lsn)
-        )
-        if not touched or nf == 0:
-            return []
-        return [s for t in texts for s in embed.sentences(clean(t))]
+    def add_semantic(
+        self,
+        evs: Sequence[Evidence],
+        *,
+        deadline: float | None = None,
+        include_open: bool = True,
+    ) -> None:
+        """Complete lexical evidence with the semantic layer: every candidate sentence of every
+        evidence embedded in one batch, scored against its entities' facts (and, unnamed, the
+        nearest forget and retain facts). ``include_open=False`` skips a stream's unfinished
+        sentence."""
+        if not self.semantic or self.index.n_forget_facts == 0:
+            return
+        todo = [ev for ev in evs if not ev.semantic_done]
+        flat: list[Candidate] = []
+        owner: list[Evidence] = []
+        for ev in todo:
+            seen: set[tuple[str, tuple[int, ...]]] = set()
+            for c in ev.candidates:
+                key = (c.text, c.entities)
+                if key in seen or c.question or (c.open and not include_open):
+                    continue
+                seen.add(key)
+                flat.append(c)
+                owner.append(ev)
+        if flat:
+            _tick(deadline)
+            S = self.embedder.encode([c.text[: self.config.max_sentence_chars] for c in flat])
+            self._semantic(S, flat, owner)
+        for ev in todo:
+            ev.semantic_done = True
 
-    def _semantic(self, S: np.ndarray, ev: Evidence) -> None:
-        """Add sentence-similarity signals from sentence embeddings ``S`` (sentences x dim)."""
+    def _semantic(self, S: np.ndarray, cands: list[Candidate], owner: list[Evidence]) -> None:
+        """Sentence-similarity signals: (sentence, fact) pairs for the facts of the entities each
+        sentence is about (a question is not a statement: similarity to the fact's question is
+        subtracted); unnamed sentences against the nearest forget and retain facts."""
         ix = self.index
         nf = ix.n_forget_facts
-        facts = sorted(f for e in ev.forget_mentioned for f in ix.entity_facts[e])
-        if facts:
-            sa = S @ ix.fact_emb[facts].T
-            sq = np.maximum(S @ ix.q_emb[facts].T, S @ ix.q2_emb[facts].T)
-            stmt = (sa - np.maximum(0.0, sq - sa)).max(axis=0)  # a question is not a statement
-            ev.sim = {f: float(v) for f, v in zip(facts, stmt)}
-        sf = S @ ix.fact_emb[:nf].T
-        j = sf.argmax(axis=1)
-        best_f = sf[np.arange(len(S)), j]
-        sq = np.maximum((S * ix.q_emb[j]).sum(1), (S * ix.q2_emb[j]).sum(1))
-        best_f = best_f - np.maximum(0.0, sq - best_f)
-        if ix.fact_emb.shape[0] > nf:
-            best_r = (S @ ix.fact_emb[nf:].T).max(axis=1)
-        else:
-            best_r = np.zeros(len(S), dtype=np.float32)
-        i = int(np.argmax(best_f - best_r))
-        ev.alone = (float(best_f[i]), int(j[i]), float(best_r[i]))
+        named = [i for i, c in enumerate(cands) if c.entities]
+        for i in named:
+            facts = [f for e in cands[i].entities for f in ix.entity_facts[e]]
+            if not facts:
+                continue
+            s = S[i]
+            sa = ix.fact_emb[facts] @ s
+            sq = np.maximum(ix.q_emb[facts] @ s, ix.q2_emb[facts] @ s)
+            stmt = sa - np.maximum(0.0, sq - sa)
+            table = owner[i].sim
+            for f, v in zip(facts, stmt.tolist()):
+                if v > table.get(f, -1.0):
+                    table[f] = v
+        free = [i for i, c in enumerate(cands) if not c.entities]
+        if free:
+            Q = S[free]
+            sf, jf = ix.ann("forget").best(Q, 1)
+            best_f = sf[:, 0]
+            j = np.maximum(jf[:, 0], 0)
+            sq = np.maximum((Q * ix.q_emb[j]).sum(1), (Q * ix.q2_emb[j]).sum(1))
+            best_f = best_f - np.maximum(0.0, sq - best_f)
+            if ix.fact_emb.shape[0] > nf:
+                best_r = ix.ann("retain").best(Q, 1)[0][:, 0]
+            else:
+                best_r = np.zeros(len(Q), dtype=np.float32)
+            for k, i in enumerate(free):
+                ev = owner[i]
+                cand = (float(best_f[k]), int(j[k]), float(best_r[k]))
+                if cand[0] - cand[2] > ev.alone[0] - ev.alone[2]:
+                    ev.alone = cand
 
     def decide(self, ev: Evidence, direction: str, session: str | None = None) -> Decision:
         """Apply thresholds (and the session ledger) to evidence."""
@@ -413,10 +502,13 @@ class Guard:
         ix = self.index
         seen: dict[int, set[str]] = {}
         for f, c in ev.ent_cov.items():
-            if c >= cfg.ledger_cov:
+            if c >= cfg.ledger_cov or ev.ent_val.get(f, 0.0) >= cfg.ledger_val:
                 seen.setdefault(int(ix.fact_entity[f]), set()).add(ix.fact_rows[f])
         for f, c in ev.free_cov.items():
             if c >= cfg.multi_cov:
+                seen.setdefault(int(ix.fact_entity[f]), set()).add(ix.fact_rows[f])
+        for f, v in ev.free_val.items():
+            if v >= cfg.multi_val:
                 seen.setdefault(int(ix.fact_entity[f]), set()).add(ix.fact_rows[f])
         table = self.ledger.record(session, ev.forget_mentioned, seen)
         n_r = max((len(r) for e, r in table.items() if ix.entity_roles[e] != FORGET), default=0)
@@ -433,24 +525,39 @@ class Guard:
     def check(
         self, content: Any, direction: str = "input", *, session: str | None = None
     ) -> Decision:
-        """Check a text or a conversation; never raises, fails closed (reason ``guard_error``)."""
+        """Check a text or a conversation; fails closed (reason ``guard_error``) and never raises,
+        except ``AuditError`` under ``on_audit_error: raise``."""
         try:
             deadline = time.perf_counter() + self.config.timeout_ms / 1000.0
             if direction not in DIRECTIONS:
                 raise ValueError(f"direction must be 'input' or 'output', got {direction!r}")
             entities = self.ledger.entities(session) if session is not None else set()
-            ev = self.evidence(content, entities=entities, deadline=deadline)
-            decision = self.decide(ev, direction, session)
+            ev = self.evidence(content, entities=entities, deadline=deadline, semantic=False)
+            decision = None
+            if self.semantic:
+                # the lexical layers alone may already block: then the model need not run
+                first = decide(
+                    features(ev, self.index, self.config),
+                    self.config.thresholds(direction, True),
+                    self.index,
+                )
+                if not first.blocked:
+                    self.add_semantic([ev], deadline=deadline)
+                else:
+                    decision = self.decide(ev, direction, session)
+            if decision is None:
+                decision = self.decide(ev, direction, session)
             _tick(deadline)
         except Exception:  # noqa: BLE001 - fail closed on anything
             decision = error_decision()
         if decision.blocked:
-            self._audit(decision, direction, session)
+            decision = self._audit(decision, direction, session)
         return decision
 
-    def _audit(self, decision: Decision, direction: str, session: str | None) -> None:
+    def _audit(self, decision: Decision, direction: str, session: str | None) -> Decision:
+        """Write the audit record of a block; a failure is handled by ``on_audit_error``."""
         if self.audit is None:
-            return
+            return decision
         record = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "direction": direction if direction in DIRECTIONS else "invalid",
@@ -463,8 +570,20 @@ class Guard:
         }
         try:
             self.audit.write(record)
-        except Exception:  # noqa: BLE001 - the block stands even if the log cannot be written
-            pass
+        except Exception as exc:  # noqa: BLE001 - reported below, never silent
+            self.audit_failures += 1
+            self.last_audit_error = f"{type(exc).__name__}: {exc}"
+            where = self.audit.path or "the audit sink"
+            policy = self.config.on_audit_error
+            if policy == "raise":
+                raise AuditError(
+                    f"audit record could not be written to {where} ({self.last_audit_error})"
+                ) from exc
+            if policy == "warn":
+                log.warning("guard audit record lost (%s): %s", where, self.last_audit_error)
+                return decision
+            return Decision(True, 1.0, "error", decision.matched_fact_ids, "guard_error")
+        return decision
 
 
 def _tick(deadline: float | None) -> None:

@@ -3,14 +3,23 @@
 Built from a dataset's forget split(s), with its retain split indexed beside it (so that a retain
 entity or a retain fact explains a match away instead of causing a block). It holds:
 
-- entities and their name variants (full name; given name and surname alone where unambiguous;
-  initial + surname; surname, given name; diacritics are removed by folding), in folded, leetspeak
-  and spaceless forms;
+- entities and their name variants (full name; given name and surname alone; initial + surname;
+  surname, given name; the parts joined as one word; diacritics are removed by folding), in
+  folded, leetspeak and spaceless forms. A partial name several entities share is kept as an
+  *ambiguous* alias, resolved per check by a full name in the text or by which entity's facts the
+  text holds. Where the entity column is an identifier rather than a name (TOFU's
+  ``author-0007``), the name is inferred from the rows: the capitalized span most of its rows
+  share;
 - atomic facts: each answer cut at sentence and clause boundaries, each piece with its *payload*,
-  the content words the answer adds to its question (idf-weighted);
+  the content words the answer adds to its question (idf-weighted), and its *values*: content
+  words, numbers (any spelling), months and month-day dates, multi-word titles and quoted
+  names, each weighted by how specific it is to one entity (``1 - log(entities holding it) /
+  log(entities + 1)``);
 - hashed word 3-grams of each fact (entity names removed), from which the longest shared n-gram is
   found (ConTAM: the longest shared n-gram is the best contamination signal);
-- optionally, sentence embeddings of every fact and of the forget questions.
+- optionally, sentence embeddings of every fact and of the forget questions (entity names masked
+  as "the person", so that similarity measures content, not the name), and HNSW graphs over them
+  for indexes past ``ANN_MIN_FACTS`` facts.
 
 On disk (a directory, local or ``s3://``): ``manifest.json`` (format version, the dataset hash and
 split hashes it was built from, sha256 of every other file, the index version), ``entities.json``,
@@ -36,15 +45,40 @@ import numpy as np
 from unlearn import storage
 from unlearn.errors import DataError
 from unlearn.guard import embed
-from unlearn.guard.normalize import STOPWORDS, fold, skeleton, stem, tokens
+from unlearn.guard.normalize import (
+    MONTHS,
+    NUMBER_WORDS,
+    STOPWORDS,
+    clean,
+    fold,
+    skeleton,
+    stem,
+    tokens,
+    value_keys,
+)
 
 FORMAT = "unlearn-guard-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 NGRAM = 3
 FORGET, RETAIN = 0, 1
 MIN_SINGLE_ALIAS = 4  # a given name or surname alone must be at least this long to be an alias
 MIN_SPACELESS_ALIAS = 6
+ANN_MIN_FACTS = 20_000  # from this many facts the entity-free semantic search uses HNSW
+MASK = "the person"
+SMALL_NUMBER_WEIGHT = 0.4  # numbers below 13 are too common to identify a fact alone
+MONTH_WEIGHT = 0.5
+NAME_CONNECTORS = frozenset(
+    "al el bin ibn bint de da del della der di du la le van von y ben abu st".split()
+)
+TITLE_WORDS = frozenset(
+    "mr mrs ms mx miss dr prof professor sir dame madam author writer poet novelist lord lady "
+    "master saint".split()
+)
+_CAP_WORD = re.compile(r"[^\W\d_][\w'\u2019\-]*")
+_QUOTED = re.compile(
+    r"[\"\u201c\u201d\u00ab\u00bb]([^\"\u201c\u201d\u00ab\u00bb]{3,120})[\"\u201c\u201d\u00ab\u00bb]"
+)
 _CLAUSE = re.compile(r"(?<=[.;!?])\s+|;\s*|,\s+(?:and|but|while|whereas)\s+")
 
 
@@ -98,6 +132,120 @@ def _stems(text: str) -> list[str]:
     return [stem(t) for t in tokens(fold(text))]
 
 
+def is_value_word(t: str) -> bool:
+    """A token that can carry a fact's value as a word (not a stopword, number or month)."""
+    return (
+        len(t) > 1
+        and t not in STOPWORDS
+        and not t.isdigit()
+        and t not in NUMBER_WORDS
+        and t not in MONTHS
+        and not (t[0].isdigit() and t[-2:] in ("st", "nd", "rd", "th"))
+    )
+
+
+def sentence_keys(toks: list[str], folded: str = "") -> set[str]:
+    """Value keys of a text's folded tokens: ``w:<stem>`` per content word, plus numbers / dates."""
+    keys = {"w:" + stem(t) for t in toks if is_value_word(t)}
+    keys |= value_keys(toks, folded)
+    return keys
+
+
+def _name_spans(text: str) -> list[list[str]]:
+    """Capitalized word runs of a text (case kept), connectors allowed inside ("Al", "de")."""
+    out: list[list[str]] = []
+    cur: list[str] = []
+    last_end = -1
+    for m in _CAP_WORD.finditer(clean(text)):
+        w = m.group(0).rstrip("'\u2019-")
+        if w.endswith(("'s", "\u2019s")):
+            w, possessive = w[:-2], True
+        else:
+            possessive = False
+        gap = text[last_end : m.start()] if last_end >= 0 else " "
+        contiguous = last_end >= 0 and gap.strip() == "" and "\n" not in gap
+        capital = w[:1].isupper()
+        connector = fold(w) in NAME_CONNECTORS
+        if (capital or (connector and cur)) and (contiguous or not cur):
+            cur.append(w)
+        else:
+            if cur:
+                out.append(cur)
+            cur = [w] if capital else []
+        if possessive and cur:
+            out.append(cur)
+            cur = []
+        last_end = m.end()
+    if cur:
+        out.append(cur)
+    # trailing connectors are not part of a name
+    return [sp[: max(i for i, w in enumerate(sp) if w[:1].isupper()) + 1] for sp in out if sp]
+
+
+def infer_name(label: str, rows: list[Mapping[str, Any]], common: set[str]) -> str:
+    """The entity's name: ``label`` when the rows use it, else the capitalized span (two words or
+    more where possible) that most of its rows hold; leading title / common words are dropped."""
+    want = tokens(fold(label))
+    texts = [r["question"] + " \n " + r["answer"] for r in rows]
+    if want:
+        k = len(want)
+        for t in texts:
+            toks = tokens(fold(t))
+            if any(toks[i : i + k] == want for i in range(len(toks) - k + 1)):
+                return label
+    counts: Counter[tuple[str, ...]] = Counter()
+    for t in texts:
+        found: set[tuple[str, ...]] = set()
+        for span in _name_spans(t):
+            while span and (fold(span[0]) in common or fold(span[0]) in TITLE_WORDS):
+                span = span[1:]
+            if span:
+                found.add(tuple(span))
+        counts.update(found)
+    if not counts:
+        return label
+    multi = [(c, len(sp), sp) for sp, c in counts.items() if len(sp) >= 2]
+    pool = (
+        multi
+        if multi and max(multi)[0] >= max(2, len(rows) // 5)
+        else [(c, len(sp), sp) for sp, c in counts.items()]
+    )
+    c, _n, best = max(pool)
+    if c < min(2, len(rows)):
+        return label
+    return " ".join(best)
+
+
+def span_keys(text: str, own: set[str]) -> set[str]:
+    """``s:<stem>|<stem>...`` keys of a text's multi-word titles and quoted names (the entity's own
+    name excluded): matched when all their content words occur in one sentence."""
+    out: set[str] = set()
+    spans = [m.group(1) for m in _QUOTED.finditer(text)]
+    spans += [" ".join(sp) for sp in _name_spans(text) if len(sp) >= 2]
+    for sp in spans:
+        stems = [stem(t) for t in tokens(fold(sp)) if t not in own and is_value_word(t)]
+        stems = list(dict.fromkeys(stems))
+        if len(stems) >= 2:
+            out.add("s:" + "|".join(stems[:6]))
+    return out
+
+
+def masked(toks: list[str], alias_seqs: set[tuple[str, ...]], max_len: int) -> str:
+    """Tokens joined with every run that spells one of ``alias_seqs`` replaced by "the person"."""
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        for k in range(min(max_len, len(toks) - i), 0, -1):
+            if tuple(toks[i : i + k]) in alias_seqs:
+                out.append(MASK)
+                i += k
+                break
+        else:
+            out.append(toks[i])
+            i += 1
+    return " ".join(out)
+
+
 @dataclass
 class IndexParts:
     """The serializable content of an index (what is written to disk)."""
@@ -106,6 +254,11 @@ class IndexParts:
     entities: dict[str, Any]
     facts: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _specificity(df: int, n_entities: int) -> float:
+    """1 for a value one entity holds, towards 0 for one every entity holds."""
+    return round(1.0 - math.log(df) / math.log(n_entities + 1), 4) if n_entities else 1.0
 
 
 def compile_index(
@@ -140,37 +293,64 @@ def compile_index(
             f"entity {sorted(shared)[0]!r} is in both the forget and the retain rows; "
             "they must not share entities"
         )
-    names = forget_entities + retain_entities
+    labels = forget_entities + retain_entities
     roles = [FORGET] * len(forget_entities) + [RETAIN] * len(retain_entities)
-    ent_index = {n: i for i, n in enumerate(names)}
+    ent_index = {n: i for i, n in enumerate(labels)}
+    by_entity: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in forget_rows + retain_rows:
+        by_entity[r["entity"]].append(r)
+
+    # Words used in lower case anywhere in the data (a name is rarely one of them).
+    lower_words: set[str] = set()
+    for r in forget_rows + retain_rows:
+        for text in (r["question"], r["answer"]):
+            lower_words.update(w for w in re.findall(r"[^\W\d_]+", clean(text)) if w.islower())
+    lower_words = {fold(w) for w in lower_words}
+    names = [infer_name(lb, by_entity[lb], lower_words) for lb in labels]
 
     # Name variants; single tokens must be long, not stopwords, not ordinary words of the data.
     name_tokens = {tok for n in names for tok in tokens(fold(n))}
     common: set[str] = set()
+    known: set[str] = set()
     for r in forget_rows + retain_rows:
         for text in (r["question"], r["answer"]):
-            common.update(t for t in tokens(fold(text)) if t not in name_tokens)
+            toks = tokens(fold(text))
+            known.update(toks)
+            common.update(t for t in toks if t not in name_tokens)
     owners: dict[tuple[str, ...], set[int]] = defaultdict(set)
+    full_of: dict[tuple[str, ...], set[int]] = defaultdict(set)
     for i, n in enumerate(names):
+        full_tokens = tuple(tokens(fold(n)))
         for v in name_variants(n):
             owners[v].add(i)
+        if full_tokens:
+            full_of[full_tokens].add(i)
+            if len(full_tokens) >= 2:
+                joined = ("".join(full_tokens),)
+                owners[joined].add(i)
+                full_of[joined].add(i)
+                if len(full_tokens) >= 3:
+                    owners[("".join(full_tokens[-2:]),)].add(i)  # "alkuwaiti"
     aliases: list[list[Any]] = []
     for v, who in sorted(owners.items()):
-        full = any(tuple(tokens(fold(names[i]))) == v for i in who)
-        if len(who) > 1 and not full:
-            continue  # ambiguous partial name
+        full = bool(full_of.get(v, set()) & who)
         if len(v) == 1 and not full:
             tok = v[0]
             if len(tok) < MIN_SINGLE_ALIAS or tok in STOPWORDS or tok in common or tok.isdigit():
                 continue
-        aliases.append([list(v), sorted(who)])
-    alias_vocab = {t for v, _ in aliases for t in v if t not in STOPWORDS}
+        # [tokens, owners, kind]: "full" (someone's whole name), "partial", "ambiguous"
+        kind = "full" if full else ("ambiguous" if len(who) > 1 else "partial")
+        aliases.append([list(v), sorted(who), kind])
+    alias_vocab = {t for v, _, _ in aliases for t in v if t not in STOPWORDS}
     own_tokens: dict[int, set[str]] = defaultdict(set)  # entity -> tokens of its names
-    for v, who in aliases:
+    own_seqs: dict[int, set[tuple[str, ...]]] = defaultdict(set)
+    for v, who, _kind in aliases:
         for i in who:
             own_tokens[i].update(v)
+            own_seqs[i].add(tuple(v))
+    max_alias_len = max((len(v) for v, _, _ in aliases), default=1)
 
-    # Atomic facts with payloads and n-gram hashes.
+    # Atomic facts with payloads, values and n-gram hashes.
     rows = [(r, FORGET) for r in forget_rows] + [(r, RETAIN) for r in retain_rows]
     fact_rows: list[str] = []
     fact_entity: list[int] = []
@@ -178,17 +358,27 @@ def compile_index(
     max_unit_chars = 0
     fact_questions: list[tuple[str, str]] = []
     payloads: list[list[str]] = []
+    values: list[list[str]] = []
     grams: list[list[int]] = []
     for r, _role in rows:
         e = ent_index[r["entity"]]
-        own = own_tokens[e] | set(tokens(fold(r["entity"])))
-        q_stems = set(_stems(r["question"])) | set(_stems(r.get("paraphrased_question") or ""))
+        own = own_tokens[e] | set(tokens(fold(names[e])))
+        q_text = r["question"] + " \n " + (r.get("paraphrased_question") or "")
+        q_toks = tokens(fold(q_text))
+        a_toks = tokens(fold(r["answer"]))
+        # the question describes the entity and the answer names it ("Who was born in ...?"):
+        # then the question's content is the fact's content too
+        reverse = not (own & set(q_toks)) and bool(own & set(a_toks))
+        q_stems = set() if reverse else {stem(t) for t in q_toks}
+        q_keys = set() if reverse else sentence_keys(q_toks, fold(q_text))
         units = atomic_units(r["answer"]) or [r["answer"]]
-        unit_payloads = []
+        unit_payloads, unit_values = [], []
         for u in units:
             toks = tokens(fold(u))
             pay = [stem(t) for t in toks if t not in own and t not in STOPWORDS and len(t) > 1]
             unit_payloads.append(sorted({s for s in pay if s not in q_stems}))
+            keys = sentence_keys([t for t in toks if t not in own], fold(u)) | span_keys(u, own)
+            unit_values.append(sorted(k for k in keys if k not in q_keys))
         if not any(unit_payloads):  # the answer only repeats its question: keep its content words
             units = [r["answer"]]
             toks = tokens(fold(r["answer"]))
@@ -197,16 +387,28 @@ def compile_index(
                     {stem(t) for t in toks if t not in own and t not in STOPWORDS and len(t) > 1}
                 )
             ]
-        for u, pay in zip(units, unit_payloads):
+            unit_values = [
+                sorted(
+                    sentence_keys([t for t in toks if t not in own], fold(r["answer"]))
+                    | span_keys(r["answer"], own)
+                )
+            ]
+        for u, pay, vals in zip(units, unit_payloads, unit_values):
             if not pay and len(units) > 1:
                 continue
-            seq = [stem(t) for t in tokens(fold(u)) if t not in alias_vocab]
+            toks = tokens(fold(u))
+            seq = [stem(t) for t in toks if t not in alias_vocab]
             fact_rows.append(r["id"])
             fact_entity.append(e)
-            fact_texts.append(u)
+            fact_texts.append(masked(toks, own_seqs[e], max_alias_len))
             max_unit_chars = max(max_unit_chars, len(u))
-            fact_questions.append((r["question"], r.get("paraphrased_question") or r["question"]))
+            q1 = r["question"]
+            q2 = r.get("paraphrased_question") or r["question"]
+            fact_questions.append(
+                tuple(masked(tokens(fold(q)), own_seqs[e], max_alias_len) for q in (q1, q2))
+            )
             payloads.append(pay)
+            values.append(vals)
             grams.append(sorted(set(gram_hashes(seq).tolist())))
     df = Counter(s for pay in payloads for s in pay)
     n = len(payloads)
@@ -215,6 +417,23 @@ def compile_index(
         w = [math.log(1.0 + n / df[s]) for s in pay]
         total = sum(w) or 1.0
         weights.append([round(x / total, 6) for x in w])
+    # value specificity: in how many entities' facts a value occurs
+    holders: dict[str, set[int]] = defaultdict(set)
+    for e, vals in zip(fact_entity, values):
+        for k in vals:
+            holders[k].add(e)
+    n_ent = len(labels)
+    value_weights = []
+    for vals in values:
+        ws = []
+        for k in vals:
+            w = _specificity(len(holders[k]), n_ent)
+            if k.startswith("#") and int(k[1:]) < 13:
+                w = min(w, SMALL_NUMBER_WEIGHT)
+            elif k.startswith("mon:"):
+                w = min(w, MONTH_WEIGHT)
+            ws.append(w)
+        value_weights.append(ws)
 
     offsets = np.zeros(n + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(g) for g in grams])
@@ -223,6 +442,7 @@ def compile_index(
 
     use_emb = embed.available() if embeddings is None else embeddings
     emb_info = None
+    n_forget = sum(1 for e in fact_entity if roles[e] == FORGET)
     if use_emb:
         if not embed.available():
             raise DataError(
@@ -231,17 +451,34 @@ def compile_index(
             )
         model = embed.Embedder()
         arrays["fact_embeddings"] = model.encode(fact_texts)
-        n_forget = sum(1 for e in fact_entity if roles[e] == FORGET)
         arrays["question_embeddings"] = model.encode([q for q, _ in fact_questions[:n_forget]])
         arrays["question2_embeddings"] = model.encode([q for _, q in fact_questions[:n_forget]])
-        emb_info = {"model": embed.MODEL_NAME, "source": embed.model_source(), "dim": model.dim}
+        emb_info = {
+            "model": embed.MODEL_NAME,
+            "source": embed.model_source(),
+            "dim": model.dim,
+            "masked": MASK,
+        }
+        if n >= ANN_MIN_FACTS and embed.ann_available():
+            arrays["ann_forget"] = embed.ann_bytes(arrays["fact_embeddings"][:n_forget])
+            if n > n_forget:
+                arrays["ann_retain"] = embed.ann_bytes(arrays["fact_embeddings"][n_forget:])
+            emb_info["ann"] = "hnswlib"
 
-    entities_doc = {"names": names, "roles": roles, "aliases": aliases}
+    entities_doc = {
+        "names": labels,
+        "display": names,
+        "roles": roles,
+        "aliases": aliases,
+        "vocab": sorted(known),
+    }
     facts_doc = {
         "rows": fact_rows,
         "entity": fact_entity,
         "payload": payloads,
         "weights": weights,
+        "values": values,
+        "value_weights": value_weights,
     }
     manifest = {
         "format": FORMAT,
@@ -252,11 +489,12 @@ def compile_index(
         "counts": {
             "forget_entities": len(forget_entities),
             "retain_entities": len(retain_entities),
-            "forget_facts": sum(1 for e in fact_entity if roles[e] == FORGET),
-            "retain_facts": sum(1 for e in fact_entity if roles[e] == RETAIN),
+            "forget_facts": n_forget,
+            "retain_facts": n - n_forget,
             "forget_rows": len(forget_rows),
             "retain_rows": len(retain_rows),
             "aliases": len(aliases),
+            "inferred_names": sum(1 for lb, nm in zip(labels, names) if lb != nm),
             "max_fact_chars": max_unit_chars,
         },
         "embedding": emb_info,
@@ -378,30 +616,40 @@ class GuardIndex:
     def _build(self, parts: IndexParts) -> None:
         ent, facts, arrays = parts.entities, parts.facts, parts.arrays
         self.entity_names: list[str] = list(ent["names"])
+        self.display_names: list[str] = list(ent.get("display", self.entity_names))
         self.entity_roles = np.asarray(ent["roles"], dtype=np.int8)
-        if len(self.entity_roles) != len(self.entity_names):
+        if len(self.entity_roles) != len(self.entity_names) or len(self.display_names) != len(
+            self.entity_names
+        ):
             raise ValueError("entities: names and roles differ in length")
-        self.aliases: dict[tuple[str, ...], tuple[int, ...]] = {}
-        self.leet_aliases: dict[tuple[str, ...], tuple[int, ...]] = {}
-        self.spaceless: dict[str, list[tuple[str, tuple[int, ...]]]] = defaultdict(list)
+        # alias tokens -> (owners, kind); kind: "full" | "partial" | "ambiguous"
+        self.aliases: dict[tuple[str, ...], tuple[tuple[int, ...], str]] = {}
+        self.leet_aliases: dict[tuple[str, ...], tuple[tuple[int, ...], str]] = {}
+        self.spaceless: dict[str, list[tuple[str, tuple[int, ...], str]]] = defaultdict(list)
         self.alias_first: set[str] = set()
         self.alias_gate: set[str] = set()
         self.max_alias_chars = 0
-        for v, who in ent["aliases"]:
+        for item in ent["aliases"]:
+            v, who = item[0], item[1]
+            kind = item[2] if len(item) > 2 else ("partial" if len(who) == 1 else "ambiguous")
             key, owners = tuple(v), tuple(int(i) for i in who)
             if any(not 0 <= i < len(self.entity_names) for i in owners):
                 raise ValueError(f"alias {key} names an unknown entity")
-            self.aliases[key] = owners
-            self.leet_aliases[tuple(skeleton(t) for t in key)] = owners
+            self.aliases[key] = (owners, kind)
+            self.leet_aliases[tuple(skeleton(t) for t in key)] = (owners, kind)
             self.alias_first.add(key[0])
             if len(key[0]) > 1:  # an initial alone is too common to gate the ROT13 view on
                 self.alias_gate.add(key[0])
             joined = "".join(key)
             self.max_alias_chars = max(self.max_alias_chars, len(" ".join(key)))
-            if len(key) >= 2 and len(joined) >= MIN_SPACELESS_ALIAS:
-                self.spaceless[joined[:4]].append((joined, owners))
+            if (len(key) >= 2 or kind == "full") and len(joined) >= MIN_SPACELESS_ALIAS:
+                self.spaceless[joined[:4]].append((joined, owners, kind))
+                sk = skeleton(joined)
+                if sk != joined:
+                    self.spaceless[sk[:4]].append((sk, owners, kind))
         self.max_alias_tokens = max((len(k) for k in self.aliases), default=1)
         self.alias_vocab = frozenset(t for k in self.aliases for t in k if t not in STOPWORDS)
+        self.vocab = frozenset(ent.get("vocab", ()))
 
         self.fact_rows: list[str] = list(facts["rows"])
         self.fact_entity = np.asarray(facts["entity"], dtype=np.int32)
@@ -449,6 +697,34 @@ class GuardIndex:
         }
         self.max_fact_chars = int(self.manifest.get("counts", {}).get("max_fact_chars", 0))
 
+        # values: key -> weight per fact; global postings (capped) for the entity-free rules
+        vals = facts.get("values") or [[] for _ in range(n)]
+        vws = facts.get("value_weights") or [[] for _ in range(n)]
+        if len(vals) != n or len(vws) != n:
+            raise ValueError("facts: values differ in length from the facts")
+        self.values: list[tuple[str, ...]] = [tuple(v) for v in vals]
+        self.value_weights: list[tuple[float, ...]] = [tuple(float(x) for x in w) for w in vws]
+        if any(len(a) != len(b) for a, b in zip(self.values, self.value_weights)):
+            raise ValueError("facts: values and value weights differ in length")
+        vpost: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for f, (keys, ws) in enumerate(zip(self.values, self.value_weights)):
+            for k, w in zip(keys, ws):
+                if not k.startswith("s:"):
+                    vpost[k].append((f, w))
+        self.value_postings: dict[str, tuple[tuple[int, float], ...]] = {
+            k: tuple(fs) for k, fs in vpost.items() if len(fs) <= cap
+        }
+        self.entity_spans: dict[int, list[tuple[int, frozenset[str], float]]] = defaultdict(list)
+        for f, (keys, ws) in enumerate(zip(self.values, self.value_weights)):
+            for k, w in zip(keys, ws):
+                if k.startswith("s:"):
+                    self.entity_spans[int(self.fact_entity[f])].append(
+                        (f, frozenset(k[2:].split("|")), w)
+                    )
+        self._entity_values: dict[int, dict[str, list[tuple[int, float]]]] = {}
+        self._entity_leet_values: dict[int, dict[str, list[tuple[int, float]]]] = {}
+        self._ann: dict[str, Any] = {}
+
         self.fact_emb = arrays.get("fact_embeddings")
         self.q_emb = arrays.get("question_embeddings")
         self.q2_emb = arrays.get("question2_embeddings")
@@ -481,6 +757,41 @@ class GuardIndex:
                 table[skeleton(s)].extend(pairs)
             self._entity_leet[e] = table = dict(table)
         return table
+
+    def entity_values(self, e: int) -> dict[str, list[tuple[int, float]]]:
+        """Value key -> [(fact, weight)] over one entity's facts (cached; spans excluded)."""
+        table = self._entity_values.get(e)
+        if table is None:
+            table = defaultdict(list)
+            for f in self.entity_facts[e]:
+                for k, w in zip(self.values[f], self.value_weights[f]):
+                    if not k.startswith("s:"):
+                        table[k].append((f, w))
+            self._entity_values[e] = table = dict(table)
+        return table
+
+    def entity_leet_values(self, e: int) -> dict[str, list[tuple[int, float]]]:
+        """Like ``entity_values`` with word keys in their leetspeak skeleton."""
+        table = self._entity_leet_values.get(e)
+        if table is None:
+            table = defaultdict(list)
+            for k, pairs in self.entity_values(e).items():
+                table["w:" + skeleton(k[2:]) if k.startswith("w:") else k].extend(pairs)
+            self._entity_leet_values[e] = table = dict(table)
+        return table
+
+    def ann(self, role: str) -> Any:
+        """Nearest-fact search over the forget ("forget") or retain ("retain") fact embeddings."""
+        got = self._ann.get(role)
+        if got is None:
+            nf = self.n_forget_facts
+            vecs = self.fact_emb[:nf] if role == "forget" else self.fact_emb[nf:]
+            graph = self.parts.arrays.get(f"ann_{role}")
+            if graph is None and len(vecs) >= ANN_MIN_FACTS and embed.ann_available():
+                graph = embed.ann_bytes(vecs)  # built once per process for in-memory indexes
+                self.parts.arrays[f"ann_{role}"] = graph
+            got = self._ann[role] = embed.Ann(vecs, graph)
+        return got
 
     def fact_grams(self, f: int) -> np.ndarray:
         """The hashed 3-grams of one fact."""

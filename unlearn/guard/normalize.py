@@ -103,7 +103,9 @@ _ROT13_BYTES = bytes.maketrans(
 )
 _TOKEN = re.compile(r"[^\W_]+")
 _LEET_HINT = re.compile(r"[a-z][0-9@$!|+(€^<{\[#£¥]|[0-9@$!|+(€^<{\[#£¥][a-z]")
-_LEET_MULTI_RE = re.compile("|".join(re.escape(k) for k in sorted(_LEET_MULTI, key=len, reverse=True)))
+_LEET_MULTI_RE = re.compile(
+    "|".join(re.escape(k) for k in sorted(_LEET_MULTI, key=len, reverse=True))
+)
 # a run of >= 4 single characters, each separated by a gap of any width of non-word characters
 # (no newline)
 _SPACED = re.compile(r"(?<![^\W_])[^\W_](?![^\W_])(?:[^\w\n]+[^\W_](?![^\W_])){3,}")
@@ -361,10 +363,11 @@ def decoded_segments(text: str, depth: int = 2) -> list[str]:
 _BOUNDARY = re.compile(r"[.!?\u3002]+[\"'\u201d\u2019)\]]*(?=\s|$)|\n")
 
 
-def sentence_spans(folded: str) -> list[tuple[int, int, bool]]:
-    """(start, end, is_question) of each sentence; a full stop after one letter (an initial, a
-    spaced-out word) or inside a number does not end a sentence."""
-    out: list[tuple[int, int, bool]] = []
+def split_sentences(folded: str) -> list[tuple[int, int, bool, bool]]:
+    """(start, end, is_question, closed) of each sentence piece; the last piece is open (closed
+    False) when the text does not end at a boundary. A full stop after a single letter (an
+    initial, a spaced-out word) does not end a sentence."""
+    out: list[tuple[int, int, bool, bool]] = []
     start = 0
     for m in _BOUNDARY.finditer(folded):
         end = m.end()
@@ -377,30 +380,68 @@ def sentence_spans(folded: str) -> list[tuple[int, int, bool]]:
             if j - k == 1 and folded[k].isalpha():  # "J. K. Rowling", "B. a. s. i. l."
                 continue
         if folded[start:end].strip():
-            out.append((start, end, "?" in mark))
+            out.append((start, end, "?" in mark, True))
         start = end
     if folded[start:].strip():
-        out.append((start, len(folded), False))
-    return out or [(0, len(folded), False)]
+        out.append((start, len(folded), False, False))
+    return out
+
+
+def sentence_spans(folded: str) -> list[tuple[int, int, bool]]:
+    """(start, end, is_question) of each sentence of a folded text."""
+    return [(a, b, q) for a, b, q, _ in split_sentences(folded)] or [(0, len(folded), False)]
+
+
+def fold_cased(text: str) -> str:
+    """``fold`` without the casefold (for telling capitalized words apart)."""
+    if text.isascii():
+        return text
+    out = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text))
+    return _translate_non_ascii(out, _FOLD)
+
+
+def capitalized(cased: str) -> list[bool]:
+    """Per token of ``cased`` (same tokenization as ``tokens``): starts with a capital letter."""
+    return [t[:1].isupper() for t in _TOKEN.findall(cased)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Values: numbers, months and dates as canonical keys ("#1956", "mon:9", "md:9-8").
 
-_UNITS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * (i + 2) for i, w in enumerate(
-    "twenty thirty forty fifty sixty seventy eighty ninety".split())}
-_ORD_UNITS = {w: i + 1 for i, w in enumerate(
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
-    "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth".split())}
-_ORD_TENS = {w: 10 * (i + 2) for i, w in enumerate(
-    "twentieth thirtieth fortieth fiftieth sixtieth seventieth eightieth ninetieth".split())}
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+_TENS = {
+    w: 10 * (i + 2)
+    for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
+}
+_ORD_UNITS = {
+    w: i + 1
+    for i, w in enumerate(
+        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+        "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth".split()
+    )
+}
+_ORD_TENS = {
+    w: 10 * (i + 2)
+    for i, w in enumerate(
+        "twentieth thirtieth fortieth fiftieth sixtieth seventieth eightieth ninetieth".split()
+    )
+}
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 _ORD_SCALES = {"hundredth": 100, "thousandth": 1000}
-NUMBER_WORDS = frozenset(_UNITS) | frozenset(_TENS) | frozenset(_ORD_UNITS) | frozenset(
-    _ORD_TENS) | frozenset(_SCALES) | frozenset(_ORD_SCALES)
+NUMBER_WORDS = (
+    frozenset(_UNITS)
+    | frozenset(_TENS)
+    | frozenset(_ORD_UNITS)
+    | frozenset(_ORD_TENS)
+    | frozenset(_SCALES)
+    | frozenset(_ORD_SCALES)
+)
 MONTHS = {
     "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4,
     "may": 5, "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9,

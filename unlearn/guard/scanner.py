@@ -1,11 +1,17 @@
-"""The lexical layers: an incremental scanner over token streams of the normalization views.
+"""The lexical layers: an incremental scanner over the sentences of a text, in every view.
 
-A ``Scanner`` consumes tokens (in one go for a check, chunk by chunk for a stream) and keeps only
-what later tokens need: the last few tokens of each view (to finish a multi-token name), the set of
-content stems seen, each view's 3-gram positions, and coverage accumulated for facts reached through
-distinctive words. ``evidence()`` turns that state into threshold-free signals; its cost depends on
-the facts touched, not on the length of the text already consumed. Every lookup is a hash lookup:
-nothing scans the list of facts.
+A ``Scanner`` consumes the tokens of each normalization view sentence by sentence (in one go for
+a check, chunk by chunk for a stream) and keeps per sentence what it needs: the entities named
+there (a partial name several entities share stays *ambiguous* until a full name or the facts
+resolve it), its content stems, its value keys (words, numbers, dates) and whether it is a
+question. ``evidence()`` ties values to entities: a sentence's values belong to the entities it
+names, else to those the text was last about (so "He was born in 1956." after a sentence naming
+X is about X), values before any name to the first one named; a value a named retain entity
+also holds is explained by it. From that come threshold-free signals per fact: the most specific
+value tied to its entity (``val``), their sum (``vsum``), payload coverage (``cov``), the longest
+shared n-gram (``lsn``), and the entity-free ones (``multi``, ``lsn_free``). Every lookup is a hash
+lookup: nothing scans the list of facts, and the cost depends on the facts touched, not on the
+length of the text already consumed.
 """
 
 from __future__ import annotations
@@ -13,10 +19,38 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from unlearn.guard.index import FORGET, NGRAM, GuardIndex, gram_hashes
-from unlearn.guard.normalize import skeleton, stem
+from unlearn.guard.index import (
+    FORGET,
+    MASK,
+    NGRAM,
+    TITLE_WORDS,
+    GuardIndex,
+    gram_hashes,
+    is_value_word,
+)
+from unlearn.guard.normalize import (
+    MONTHS,
+    NUMBER_WORDS,
+    STOPWORDS,
+    skeleton,
+    stem,
+    value_keys,
+)
 
 HOT = 0.3  # free coverage from which a fact is kept as a candidate for the entity-free rules
+QUESTION_WEIGHT = 0.5  # a value inside a question counts half: asking is not telling
+FREE_STRONG = 0.5  # value weight from which an unnamed sentence is a semantic candidate
+_LEET_WORDS = {skeleton(w): w for w in (*NUMBER_WORDS, *MONTHS)}
+
+
+@dataclass
+class Candidate:
+    """A sentence for the semantic layer: its masked text and the forget entities it is about."""
+
+    text: str
+    entities: tuple[int, ...]
+    question: bool
+    open: bool = False  # the scanner's last sentence, still being streamed
 
 
 @dataclass
@@ -27,10 +61,15 @@ class Evidence:
     retain_mentioned: set[int] = field(default_factory=set)
     ent_cov: dict[int, float] = field(default_factory=dict)  # facts of named forget entities
     ent_lsn: dict[int, int] = field(default_factory=dict)
+    ent_val: dict[int, float] = field(default_factory=dict)  # most specific value tied to it
+    ent_vsum: dict[int, float] = field(default_factory=dict)  # sum of its values tied to it
     free_cov: dict[int, float] = field(default_factory=dict)  # forget and retain facts, no entity
     free_lsn: dict[int, int] = field(default_factory=dict)
+    free_val: dict[int, float] = field(default_factory=dict)
     sim: dict[int, float] = field(default_factory=dict)  # named forget entities' facts, statements
     alone: tuple[float, int, float] = (0.0, -1, 0.0)  # best forget sim, its fact, best retain sim
+    candidates: list[Candidate] = field(default_factory=list)
+    semantic_done: bool = False
 
     def merge(self, other: Evidence) -> None:
         """Fold another chunk's evidence into this one (max per fact, union of mentions)."""
@@ -39,8 +78,11 @@ class Evidence:
         for mine, theirs in (
             (self.ent_cov, other.ent_cov),
             (self.ent_lsn, other.ent_lsn),
+            (self.ent_val, other.ent_val),
+            (self.ent_vsum, other.ent_vsum),
             (self.free_cov, other.free_cov),
             (self.free_lsn, other.free_lsn),
+            (self.free_val, other.free_val),
             (self.sim, other.sim),
         ):
             for k, v in theirs.items():
@@ -48,55 +90,158 @@ class Evidence:
                     mine[k] = v
         if other.alone[0] - other.alone[2] > self.alone[0] - self.alone[2]:
             self.alone = other.alone
+        self.candidates.extend(other.candidates)
+        self.semantic_done = self.semantic_done and other.semantic_done
+
+
+def _masked(toks: list[str]) -> str:
+    """A sentence's tokens with each run of masked name tokens written once."""
+    out: list[str] = []
+    for t in toks:
+        if t is MASK and out and out[-1] is MASK:
+            continue
+        out.append(t)
+    return " ".join(out)
 
 
 class _View:
     """Per-view state: the trailing tokens (for names) and 3-gram positions."""
 
-    __slots__ = ("tail", "grams", "stems", "pos")
+    __slots__ = ("tail", "tail_caps", "grams", "stems", "pos")
 
     def __init__(self) -> None:
-        self.tail: list[str] = []  # last tokens, for multi-token names across feeds
+        self.tail: list[str] = []  # last tokens of the open sentence, for names across feeds
+        self.tail_caps: list[bool] = []
         self.grams: dict[int, list[int]] = defaultdict(list)  # 3-gram hash -> end positions
         self.stems: list[str] = []  # the n-gram stream (names removed), for payload checks
         self.pos = 0
 
 
+class _Sentence:
+    """What one sentence holds, over all views."""
+
+    __slots__ = ("question", "ments", "amb", "stems", "lstems", "keys", "lkeys", "blobs", "toks")
+
+    def __init__(self, question: bool = False) -> None:
+        self.question = question
+        self.ments: set[int] = set()  # entities named unambiguously
+        self.amb: list[tuple[int, ...]] = []  # owners of ambiguous partial names
+        self.stems: set[str] = set()
+        self.lstems: set[str] = set()
+        self.keys: set[str] = set()
+        self.lkeys: set[str] = set()
+        self.blobs: list[str] = []
+        self.toks: list[str] = []  # base tokens, names masked (for the semantic layer)
+
+
 class Scanner:
-    """Incremental lexical matcher over an index; feed views, then read ``evidence()``."""
+    """Incremental lexical matcher over an index; feed sentences' views, then ``evidence()``."""
 
     def __init__(self, index: GuardIndex, entities: set[int] | frozenset[int] = frozenset()):
         self.ix = index
-        self.active: set[int] = set(entities)
+        self.seed: set[int] = set(entities)
+        self.sentences: list[_Sentence] = []
+        self.closed = True  # the last sentence is finished: the next token opens a new one
         self.seen: set[str] = set()
-        self.seen_leet: set[str] = set()
-        self.spaced: list[str] = []
+        self.seen_keys: set[str] = set()
         self.views: dict[str, _View] = {}
         self.free_acc: dict[int, float] = {}
+        self.free_vacc: dict[int, float] = {}
         self.free_hot: set[int] = set()
         self.gram_facts: set[int] = set()
 
+    # -- sentences --------------------------------------------------------------------------
+    @property
+    def active(self) -> set[int]:
+        """Every entity named so far (seeded, unambiguous, or one of an ambiguous name's owners)."""
+        out = set(self.seed)
+        for s in self.sentences:
+            out |= s.ments
+            for owners in s.amb:
+                out.update(owners)
+        return out
+
+    def _current(self) -> _Sentence:
+        if self.closed or not self.sentences:
+            self.sentences.append(_Sentence())
+            self.closed = False
+            for view in self.views.values():
+                view.tail, view.tail_caps = [], []
+        return self.sentences[-1]
+
+    def begin(self, question: bool = False) -> None:
+        """Open a new sentence (closing the current one)."""
+        self.closed = True
+        self._current().question = question
+
+    def mark_question(self) -> None:
+        """The open sentence turned out to be a question."""
+        self._current().question = True
+
+    def close(self) -> None:
+        """End the open sentence; the next tokens start a new one."""
+        self.closed = True
+
     # -- feeding --------------------------------------------------------------------------
-    def _names(self, view: _View, toks: list[str], table: dict) -> None:
+    def _names(
+        self,
+        view: _View,
+        toks: list[str],
+        table: dict,
+        sent: _Sentence,
+        caps: list[bool] | None,
+        mask: bool,
+    ) -> None:
         ix = self.ix
         k_max = ix.max_alias_tokens
         seq = view.tail + toks
+        seq_caps = (view.tail_caps + caps) if caps is not None else None
         start = len(view.tail)
         first = ix.alias_first if table is ix.aliases else None
+        base = len(sent.toks) - len(toks) if mask else 0  # position of toks[0] in sent.toks
         for i in range(start, len(seq)):
-            hit = table.get((seq[i],))
-            if hit:
-                self.active.update(hit)
-            for k in range(2, k_max + 1):
+            for k in range(1, k_max + 1):
                 j = i - k + 1
                 if j < 0:
                     break
-                if first is not None and seq[j] not in first:
+                if k > 1 and first is not None and seq[j] not in first:
                     continue
-                hit = table.get(tuple(seq[j : i + 1]))
-                if hit:
-                    self.active.update(hit)
-        view.tail = seq[-(k_max - 1) :] if k_max > 1 else []
+                hit = table.get(tuple(seq[j : i + 1]) if k > 1 else (seq[i],))
+                if not hit:
+                    continue
+                owners, kind = hit
+                if kind != "full" and self._someone_else(seq, seq_caps, j):
+                    continue
+                if kind == "ambiguous":
+                    sent.amb.append(owners)
+                else:
+                    sent.ments.update(owners)
+                if mask:
+                    for p in range(base + j - start, base + i - start + 1):
+                        if 0 <= p < len(sent.toks):
+                            sent.toks[p] = MASK
+        keep = k_max - 1
+        view.tail = seq[-keep:] if keep > 0 else []
+        view.tail_caps = (seq_caps[-keep:] if keep > 0 else []) if seq_caps is not None else []
+
+    def _someone_else(self, seq: list[str], caps: list[bool] | None, j: int) -> bool:
+        """A partial name right after an unknown capitalized word names another person
+        ("Layla Al-Kuwaiti" is not "Basil Mahfouz Al-Kuwaiti")."""
+        if caps is None:
+            return False
+        k = j - 1
+        while k >= 0 and seq[k] in ("al", "el", "de", "da", "van", "von", "bin", "ibn", "le"):
+            k -= 1
+        if k < 0 or k >= len(caps) or not caps[k]:
+            return False
+        t = seq[k]
+        return (
+            t.isalpha()
+            and len(t) > 1
+            and t not in self.ix.vocab
+            and t not in STOPWORDS
+            and t not in TITLE_WORDS
+        )
 
     def names_in(self, toks: list[str]) -> bool:
         """True when ``toks`` hold a complete indexed name (a cheap gate for extra views)."""
@@ -109,27 +254,39 @@ class Scanner:
                         return True
         return False
 
-    def feed(self, name: str, toks: list[str]) -> None:
-        """Consume folded tokens of a base-like view (base, rot13, decoded segments)."""
+    def feed(
+        self,
+        name: str,
+        toks: list[str],
+        *,
+        text: str = "",
+        caps: list[bool] | None = None,
+        primary: bool = True,
+    ) -> None:
+        """Consume folded tokens of a base-like view into the open sentence.
+
+        ``text``: the folded sentence text (numeric dates); ``caps``: per-token capitalization
+        (tells another person's name apart); ``primary``: these are the sentence's own tokens
+        (kept, names masked, for the semantic layer).
+        """
         if not toks:
             return
+        sent = self._current()
         view = self.views.get(name)
         if view is None:
             view = self.views[name] = _View()
         ix = self.ix
-        self._names(view, toks, ix.aliases)
+        if primary:
+            sent.toks.extend(toks)
+        if caps is not None and len(caps) != len(toks):
+            caps = None
+        self._names(view, toks, ix.aliases, sent, caps, primary)
         stems = [stem(t) for t in toks]
-        seen, postings, acc, hot = self.seen, ix.payload_postings, self.free_acc, self.free_hot
-        new = {s for s in stems if s not in seen}
-        seen |= new
-        for s in new:
-            facts = postings.get(s)
-            if facts:
-                for f in facts:
-                    v = acc.get(f, 0.0) + ix.weights[f][ix.payload[f].index(s)]
-                    acc[f] = v
-                    if v >= HOT:
-                        hot.add(f)
+        sent.stems.update(stems)
+        keys = {"w:" + s for t, s in zip(toks, stems) if is_value_word(t)}
+        keys |= value_keys(toks, text)
+        sent.keys |= keys
+        self._free(stems, keys)
         vocab = ix.alias_vocab
         seq = [s for t, s in zip(toks, stems) if t not in vocab]
         if not seq:
@@ -145,42 +302,59 @@ class Scanner:
             grams[h].append(end)
         self.gram_facts.update(ix.gram_postings(hashes))
 
-    def feed_leet(self, toks: list[str]) -> None:
-        """Consume tokens of the leetspeak skeleton view (names and content words only)."""
+    def _free(self, stems: list[str], keys: set[str]) -> None:
+        """Entity-free accumulators: payload coverage and value weight per fact (once per word)."""
+        ix = self.ix
+        seen, postings, acc, hot = self.seen, ix.payload_postings, self.free_acc, self.free_hot
+        for s in stems:
+            if s in seen:
+                continue
+            seen.add(s)
+            facts = postings.get(s)
+            if facts:
+                for f in facts:
+                    v = acc.get(f, 0.0) + ix.weights[f][ix.payload[f].index(s)]
+                    acc[f] = v
+                    if v >= HOT:
+                        hot.add(f)
+        vacc, vpost = self.free_vacc, ix.value_postings
+        for k in keys:
+            if k in self.seen_keys:
+                continue
+            self.seen_keys.add(k)
+            for f, w in vpost.get(k, ()):
+                vacc[f] = vacc.get(f, 0.0) + w
+
+    def feed_leet(self, toks: list[str], name: str = "leet") -> None:
+        """Consume tokens of a leetspeak view (names, content words, numbers)."""
         if not toks:
             return
-        view = self.views.get("leet")
+        sent = self._current()
+        view = self.views.get(name)
         if view is None:
-            view = self.views["leet"] = _View()
-        self._names(view, toks, self.ix.leet_aliases)
-        self.seen_leet.update(stem(t) for t in toks)
+            view = self.views[name] = _View()
+        self._names(view, toks, self.ix.leet_aliases, sent, None, False)
+        stems = [stem(t) for t in toks]
+        sent.lstems.update(stems)
+        sent.lkeys.update("w:" + s for t, s in zip(toks, stems) if len(t) > 1)
+        numbers = value_keys([_LEET_WORDS.get(t, t) for t in toks])
+        sent.lkeys |= numbers
+        sent.keys |= numbers
 
     def feed_spaced(self, run: str) -> None:
         """Consume one collapsed run of spaced-apart characters (spaceless view)."""
+        sent = self._current()
         table = self.ix.spaceless
         for i in range(len(run) - 3):
-            for alias, owners in table.get(run[i : i + 4], ()):
+            for alias, owners, kind in table.get(run[i : i + 4], ()):
                 if run.startswith(alias, i):
-                    self.active.update(owners)
-        self.spaced.append(run)
+                    if kind == "ambiguous":
+                        sent.amb.append(owners)
+                    else:
+                        sent.ments.update(owners)
+        sent.blobs.append(run)
 
     # -- reading ---------------------------------------------------------------------------
-    def _present(self, s: str) -> bool:
-        if s in self.seen:
-            return True
-        if self.seen_leet and skeleton(s) in self.seen_leet:
-            return True
-        if len(s) >= 3:
-            return any(s in run for run in self.spaced)
-        return False
-
-    def _coverage(self, f: int) -> float:
-        ix = self.ix
-        if not self.seen_leet and not self.spaced:
-            seen = self.seen
-            return sum(w for s, w in zip(ix.payload[f], ix.weights[f]) if s in seen)
-        return sum(w for s, w in zip(ix.payload[f], ix.weights[f]) if self._present(s))
-
     def _lsn(self, f: int) -> int:
         """Longest n-gram (in tokens) shared with fact ``f`` whose span holds a payload word."""
         hashes = self.ix.fact_grams(f).tolist()
@@ -189,6 +363,8 @@ class Scanner:
         payload = set(self.ix.payload[f])
         best = 0
         for view in self.views.values():
+            if not view.grams:
+                continue
             ends = sorted({p for h in hashes for p in view.grams.get(h, ())})
             if not ends:
                 continue
@@ -206,21 +382,115 @@ class Scanner:
                     run_start = prev = p
         return best
 
+    def _resolve(self) -> list[set[int]]:
+        """Per sentence, the entities it names: ambiguous names resolved by a full name of one of
+        their owners anywhere in the text (or the session), else kept as all their owners."""
+        named = set(self.seed)
+        for s in self.sentences:
+            named |= s.ments
+        out = []
+        for s in self.sentences:
+            m = set(s.ments)
+            for owners in s.amb:
+                hit = named.intersection(owners)
+                m |= hit if hit else set(owners)
+            out.append(m)
+        return out
+
     def evidence(self) -> Evidence:
         """Signals from everything consumed so far."""
         ix = self.ix
         ev = Evidence()
-        for e in self.active:
-            if ix.entity_roles[e] == FORGET:
-                ev.forget_mentioned.add(e)
-                for f in ix.entity_facts[e]:
-                    cov = ev.ent_cov[f] = self._coverage(f)
-                    # a counted n-gram must hold a content word: none seen, none to count
-                    ev.ent_lsn[f] = self._lsn(f) if cov > 0 else 0
+        mentions = self._resolve()
+        # attribution: sentence -> the entities its values belong to
+        topic: set[int] = set(self.seed)
+        orphans: list[int] = []
+        about: list[set[int]] = [set() for _ in self.sentences]
+        for i, m in enumerate(mentions):
+            if m:
+                topic = m
+                for j in orphans:
+                    about[j] = m
+                orphans.clear()
+            if topic:
+                about[i] = topic
             else:
-                ev.retain_mentioned.add(e)
+                orphans.append(i)
+        named = set(self.seed).union(*mentions) if mentions else set(self.seed)
+        for e in named:
+            (ev.forget_mentioned if ix.entity_roles[e] == FORGET else ev.retain_mentioned).add(e)
+
+        # per forget entity: stems / blobs of its sentences, and its values
+        stems: dict[int, set[str]] = defaultdict(set)
+        lstems: dict[int, set[str]] = defaultdict(set)
+        blobs: dict[int, list[str]] = defaultdict(list)
+        hits: dict[int, dict[str, float]] = defaultdict(dict)  # fact -> value key -> weight
+        last_named = -(10**9)
+        last = len(self.sentences) - 1 if not self.closed else -1
+        for i, (s, ents) in enumerate(zip(self.sentences, about)):
+            if mentions[i]:
+                last_named = i
+            forget = [e for e in ents if ix.entity_roles[e] == FORGET]
+            if not forget:
+                if s.toks and not s.question and self._free_candidate(s):
+                    ev.candidates.append(Candidate(_masked(s.toks), (), s.question, i == last))
+                continue
+            retain = [e for e in ents if ix.entity_roles[e] != FORGET]
+            q = QUESTION_WEIGHT if s.question else 1.0
+            n_hits = sum(len(h) for h in hits.values())
+            for e in forget:
+                stems[e] |= s.stems
+                lstems[e] |= s.lstems
+                blobs[e].extend(s.blobs)
+                for keys, table_of in (
+                    (s.keys, ix.entity_values),
+                    (s.lkeys, ix.entity_leet_values),
+                ):
+                    if not keys:
+                        continue
+                    table = table_of(e)
+                    for k in keys if len(keys) < len(table) else [k for k in table if k in keys]:
+                        pairs = table.get(k)
+                        if not pairs:
+                            continue
+                        if retain and self._explained(k, retain, table_of):
+                            continue
+                        for f, w in pairs:
+                            h = hits[f]
+                            if w * q > h.get(k, 0.0):
+                                h[k] = w * q
+                if s.blobs:
+                    for k, pairs in ix.entity_values(e).items():
+                        if k.startswith("w:") and len(k) >= 7 and any(k[2:] in b for b in s.blobs):
+                            for f, w in pairs:
+                                h = hits[f]
+                                if w * q > h.get(k, 0.0):
+                                    h[k] = w * q
+                words = {k[2:] for k in s.keys if k.startswith("w:")}
+                for f, span, w in ix.entity_spans.get(e, ()):
+                    if span <= words:
+                        h = hits[f]
+                        key = "s:" + "|".join(sorted(span))
+                        if w * q > h.get(key, 0.0):
+                            h[key] = w * q
+            # the semantic layer sees statements about a forget entity: those naming it, those
+            # right after a sentence naming it, and those holding some of its values
+            near = i - last_named <= 2
+            if s.toks and not s.question and (near or sum(len(h) for h in hits.values()) > n_hits):
+                ev.candidates.append(
+                    Candidate(_masked(s.toks), tuple(forget), s.question, i == last)
+                )
+        for e in ev.forget_mentioned:
+            for f in ix.entity_facts[e]:
+                h = hits.get(f)
+                ev.ent_val[f] = max(h.values()) if h else 0.0
+                ev.ent_vsum[f] = sum(h.values()) if h else 0.0
+                cov = ev.ent_cov[f] = self._coverage(f, stems[e], lstems[e], blobs[e])
+                # a counted n-gram must hold a content word: none seen, none to count
+                ev.ent_lsn[f] = self._lsn(f) if cov > 0 else 0
         for f in self.free_hot:  # exact coverage (the postings skip words too common to index)
-            ev.free_cov[f] = self._coverage(f)
+            ev.free_cov[f] = self._coverage(f, self.seen, set(), [])
+        ev.free_val = {f: round(v, 4) for f, v in self.free_vacc.items() if v >= FREE_STRONG}
         seen = self.seen
         for f in self.gram_facts:
             if not any(s in seen for s in ix.payload[f]):
@@ -229,3 +499,34 @@ class Scanner:
             if n:
                 ev.free_lsn[f] = n
         return ev
+
+    def _explained(self, key: str, retain: list[int], table_of) -> bool:
+        return any(key in table_of(r) for r in retain)
+
+    def _free_candidate(self, s: _Sentence) -> bool:
+        """An unnamed sentence holding a specific value of some forget fact."""
+        vpost, nf = self.ix.value_postings, self.ix.n_forget_facts
+        strong = 0
+        for k in s.keys:
+            for f, w in vpost.get(k, ()):
+                if f < nf and w >= FREE_STRONG:
+                    strong += 1
+                    break
+            if strong >= 2:
+                return True
+        return False
+
+    def _coverage(self, f: int, stems: set[str], lstems: set[str], blobs: list[str]) -> float:
+        ix = self.ix
+        pay, ws = ix.payload[f], ix.weights[f]
+        if not lstems and not blobs:
+            return sum(w for s, w in zip(pay, ws) if s in stems)
+        total = 0.0
+        for s, w in zip(pay, ws):
+            if (
+                s in stems
+                or (lstems and skeleton(s) in lstems)
+                or (len(s) >= 3 and any(s in b for b in blobs))
+            ):
+                total += w
+        return total

@@ -1,24 +1,36 @@
 """``StreamGuard``: checks a streamed output chunk by chunk and releases only what is safe.
 
 Each chunk is tokenized up to its last complete word (a trailing run of spaced-apart characters is
-held too, so "B a s i l" is never cut), fed to one persistent ``Scanner`` (names across chunk
-boundaries, content words, n-gram positions: the matcher state is carried, nothing is re-scanned),
-and decided with the output thresholds. Text is released only once it is more than
+held too, so "B a s i l" is never cut) and fed, in every view, to one persistent ``Scanner``
+(names across chunk boundaries, sentences, values, n-gram positions: the matcher state is
+carried, nothing is re-scanned). Text is released only once it is more than
 ``Guard.holdback_chars`` (the longest name or fact plus a margin) behind the newest consumed text,
-so the words that complete a match are still held when it fires; after a hit nothing more is
-released. ``close()`` runs what needs the whole text once (encoded segments, the semantic layer)
-before releasing the rest.
+and only after a decision on everything consumed so far: the lexical layers, the encoded segments
+(base64 / hex / URL-encoding) decoded from the consumed text, and the semantic layer on the
+finished sentences about a forget entity (and on the unfinished one when the release reaches
+into it). A segment still being streamed at the end of the consumed text holds the release before
+its start. After a hit nothing more is released. ``close()`` decides once more on the whole text.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from unlearn.guard.guard import Decision, Guard, conversation_text, error_decision, scan_views
-from unlearn.guard.normalize import decoded_segments, fold, has_leet, skeleton, spaced_runs, tokens
-from unlearn.guard.scanner import Scanner
+from unlearn.guard.guard import (
+    Decision,
+    Guard,
+    conversation_text,
+    decide,
+    error_decision,
+    feed_text,
+    features,
+    scan_views,
+)
+from unlearn.guard.normalize import decoded_segments, fold, split_sentences
+from unlearn.guard.scanner import Evidence, Scanner
 
 _FORCE_FACTOR = 8  # pending text longer than this many holdbacks is cut even inside a spaced run
+RELEASE_STEP = 32  # characters released at least per decision (fewer decisions on tiny chunks)
 
 
 def _cut_point(text: str) -> int:
@@ -62,12 +74,20 @@ class StreamGuard:
         self._pending = ""  # received, not yet consumed by the scanner
         self._held = ""  # received, not yet released (ends with _pending)
         self._all: list[str] = []
+        self._consumed = 0  # characters consumed so far
+        self._released = 0  # characters released so far
+        self._open_start = 0  # where the scanner's open sentence starts
+        self._dec_text = ""  # consumed text not yet searched for encoded segments
+        self._decoded: list[str] = []
+        self._decoded_set: set[str] = set()
         try:
             entities = set(guard.ledger.entities(session)) if session is not None else set()
             if context is not None:
                 ctx = Scanner(guard.index)
                 scan_views(ctx, conversation_text(context), guard.config.decode_depth)
-                entities |= ctx.active
+                ev = ctx.evidence()
+                entities |= ev.forget_mentioned | ev.retain_mentioned
+            self.entities = entities
             self.scanner = Scanner(guard.index, entities)
         except Exception:  # noqa: BLE001 - fail closed
             self._block(error_decision())
@@ -77,26 +97,60 @@ class StreamGuard:
         """True once close() released everything (no block)."""
         return self.decision is not None and not self.blocked
 
-    def _block(self, decision: Decision) -> None:
+    def _block(self, decision: Decision, audited: bool = False) -> None:
         self.blocked = True
-        self.decision = decision
         self._held = self._pending = ""
-        if decision.reason == "guard_error":
-            self.guard._audit(decision, self.direction, self.session)
+        if not audited:
+            decision = self.guard._audit(decision, self.direction, self.session)
+        self.decision = decision
 
     def _consume(self, segment: str) -> None:
-        folded = fold(segment)
-        self.scanner.feed("base", tokens(folded))
-        if has_leet(folded):
-            self.scanner.feed_leet(tokens(skeleton(folded)))
-        for run in spaced_runs(folded):
-            self.scanner.feed_spaced(run)
+        feed_text(self.scanner, segment, "base")
+        pieces = split_sentences(fold(segment))
+        closed = [b for _a, b, _q, c in pieces if c]
+        if closed:
+            self._open_start = self._consumed + closed[-1]
+        self._consumed += len(segment)
+        self._dec_text += segment
 
-    def _check(self) -> bool:
-        decision = self.guard.decide(self.scanner.evidence(), self.direction, self.session)
+    def _decode_new(self, final: bool) -> None:
+        """Decode encoded segments in the consumed text up to its last whitespace (all of it at
+        the end of the stream); what follows may still be growing and is searched later."""
+        text = self._dec_text
+        cut = len(text) if final else max(text.rfind(" "), text.rfind("\n")) + 1
+        if cut <= 0:
+            return
+        window, self._dec_text = text[:cut], text[cut:]
+        for seg in decoded_segments(window, self.guard.config.decode_depth):
+            if seg not in self._decoded_set:
+                self._decoded_set.add(seg)
+                self._decoded.append(seg)
+
+    def _evidence(self) -> Evidence:
+        ev = self.scanner.evidence()
+        if self._decoded:
+            named = ev.forget_mentioned | ev.retain_mentioned | self.entities
+            dec = Scanner(self.guard.index, named)
+            for seg in self._decoded:
+                dec.close()
+                feed_text(dec, seg, "dec")
+            ev.merge(dec.evidence())
+        return ev
+
+    def _decide(self, include_open: bool, final: bool) -> bool:
+        """Decide on everything consumed; False (and blocked) on a hit."""
+        g = self.guard
+        self._decode_new(final)
+        ev = self._evidence()
+        if g.semantic:
+            first = decide(
+                features(ev, g.index, g.config), g.config.thresholds(self.direction, True), g.index
+            )
+            if not first.blocked:
+                g.add_semantic([ev], include_open=include_open)
+        decision = g.decide(ev, self.direction, self.session)
         if decision.blocked:
-            self.guard._audit(decision, self.direction, self.session)
-            self._block(decision)
+            self._block(g._audit(decision, self.direction, self.session), audited=True)
             return False
         self.decision = decision
         return True
@@ -117,12 +171,16 @@ class StreamGuard:
             if cut > 0:
                 segment, self._pending = self._pending[:cut], self._pending[cut:]
                 self._consume(segment)
-                if not self._check():
-                    return ""
-            releasable = len(self._held) - len(self._pending) - self.holdback
-            if releasable <= 0:
+            # never release an encoded-looking run that may still be growing
+            tail = len(self._dec_text) - max(self._dec_text.rfind(" "), self._dec_text.rfind("\n"))
+            releasable = len(self._held) - len(self._pending) - self.holdback - max(0, tail - 1)
+            if releasable < RELEASE_STEP:
+                return ""
+            reaches_open = self._released + releasable > self._open_start
+            if not self._decide(include_open=reaches_open, final=False):
                 return ""
             out, self._held = self._held[:releasable], self._held[releasable:]
+            self._released += len(out)
             return out
         except Exception:  # noqa: BLE001 - fail closed
             self._block(error_decision())
@@ -136,24 +194,11 @@ class StreamGuard:
             if self._pending:
                 self._consume(self._pending)
                 self._pending = ""
-            text = "".join(self._all)
-            for i, seg in enumerate(decoded_segments(text, self.guard.config.decode_depth)):
-                folded = fold(seg)
-                self.scanner.feed(f"dec{i}", tokens(folded))
-                if has_leet(folded):
-                    self.scanner.feed_leet(tokens(skeleton(folded)))
-            ev = self.scanner.evidence()
-            if self.guard.semantic:
-                sents = self.guard._sentences([text], ev)
-                if sents:
-                    self.guard._semantic(self.guard.embedder.encode(sents), ev)
-            decision = self.guard.decide(ev, self.direction, self.session)
-            if decision.blocked:
-                self.guard._audit(decision, self.direction, self.session)
-                self._block(decision)
+            self.scanner.close()
+            if not self._decide(include_open=True, final=True):
                 return ""
-            self.decision = decision
             out, self._held = self._held, ""
+            self._released += len(out)
             return out
         except Exception:  # noqa: BLE001 - fail closed
             self._block(error_decision())

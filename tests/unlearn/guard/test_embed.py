@@ -22,6 +22,13 @@ RETAIN = [
 ]  # fmt: skip
 
 
+def sim_at(value: float) -> GuardConfig:
+    """A config whose entity-tied semantic rule fires from ``value`` (both directions)."""
+    cfg = GuardConfig()
+    cfg.input.sim = cfg.output.sim = value
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def semantic_guard():
     ix = GuardIndex(compile_index(ROWS, RETAIN, embeddings=True))
@@ -37,10 +44,13 @@ def test_sentences_are_split_and_long_ones_cut():
 
 def test_semantic_paraphrase_blocks_where_lexical_would_not(semantic_guard):
     g = semantic_guard
-    text = "Zestirk Lorlu repairs old clocks in a little workshop by the harbor."
+    # synonyms throughout: no value of the fact is in the text, only its meaning
+    text = "Zestirk Lorlu mends vintage timepieces in a tiny atelier by the port."
+    g = Guard(g.index, sim_at(0.55))
     d = g.check(text)
     assert g.semantic and d.blocked and d.layer == "embedding", d
     assert d.matched_fact_ids == ("p1",)
+    assert not g.check("Zestirk Lorlu enjoys long walks by the sea.").blocked
     lexical = Guard(g.index, GuardConfig(embeddings=False))
     assert not lexical.check(text).blocked  # the lexical layers alone miss this paraphrase
 
@@ -53,8 +63,9 @@ def test_questions_are_not_statements(semantic_guard):
 
 
 def test_stream_uses_the_semantic_layer_at_close(semantic_guard):
-    sg = StreamGuard(semantic_guard, context="Tell me about Zestirk Lorlu.")
-    text = "Lorlu repairs old clocks in a little workshop by the harbor."
+    g = Guard(semantic_guard.index, sim_at(0.55))
+    sg = StreamGuard(g, context="Tell me about Zestirk Lorlu.")
+    text = "Lorlu mends vintage timepieces in a tiny atelier by the port."
     out = "".join(sg.feed(text[i : i + 8]) for i in range(0, len(text), 8)) + sg.close()
     assert sg.blocked and out == "" and sg.decision.layer == "embedding"
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unlearn.guard import Guard, GuardConfig
+from unlearn.guard.guard import RULES
 from unlearn.guard.attacks import ATTACK_FAMILIES, BENIGN_FAMILIES
 from unlearn.guard.evaluate import (
     _blocked,
@@ -69,7 +70,7 @@ def test_choose_thresholds_on_hand_made_signals():
     ex = [Example("a", "attack", "") for _ in range(4)] + [
         Example("retain_entity", "benign", "") for _ in range(4)
     ]
-    sig = np.zeros((8, 6))
+    sig = np.zeros((8, len(RULES)))
     sig[:4, 0] = [0.9, 0.8, 0.7, 0.3]  # attack coverage
     sig[4:, 0] = [0.65, 0.2, 0.1, 0.0]  # benign coverage: one benign at 0.65
     t = choose_thresholds(ex, sig, 0.0, semantic=False)

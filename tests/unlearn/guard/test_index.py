@@ -44,19 +44,23 @@ def test_name_variants_cover_parts_initials_and_diacritics():
     assert ("ann", "cy") in name_variants("Ann Bo Cy")
 
 
-def test_ambiguous_partial_names_are_dropped():
+def test_ambiguous_partial_names_are_kept_as_ambiguous():
     parts = compile_index(ROWS, RETAIN, embeddings=False)
-    aliases = {tuple(v): who for v, who in parts.entities["aliases"]}
-    assert ("dromtaim", "leapex") in aliases
-    assert ("dromtaim",) in aliases
-    assert ("leapex",) not in aliases  # shared surname: a forget and a retain entity
-    assert ("kora", "leapex") in aliases
+    aliases = {tuple(v): (who, kind) for v, who, kind in parts.entities["aliases"]}
+    assert aliases[("dromtaim", "leapex")] == ([0], "full")
+    assert aliases[("dromtaim",)] == ([0], "partial")
+    # shared surname of a forget and a retain entity: resolved per check, never a name alone
+    assert aliases[("leapex",)] == ([0, 1], "ambiguous")
+    assert aliases[("kora", "leapex")] == ([1], "full")
+    assert aliases[("dromtaimleapex",)] == ([0], "full")  # the parts joined
 
 
 def test_payload_is_what_the_answer_adds_to_the_question():
     parts = compile_index(ROWS, RETAIN, embeddings=False)
     payloads = dict(zip(parts.facts["rows"], parts.facts["payload"]))
     assert payloads["f1"] == ["belmora"]  # "born" is in the question, the name is not content
+    values = dict(zip(parts.facts["rows"], parts.facts["values"]))
+    assert values["f1"] == ["w:belmora"]
     assert atomic_units(ROWS[1]["answer"]) == [
         "Drömtaim Leapéx works as a glassblower",
         "she also keeps bees",

@@ -37,9 +37,16 @@ def test_multi_token_name_split_across_feeds_is_found():
     ix = _ix()
     sc = Scanner(ix)
     _feed(sc, "we talked about Zestirk")
-    assert not sc.active
+    e = ix.entity_names.index("Zestirk Lorlu")
+    ev = sc.evidence()
+    # "Zestirk" alone is ambiguous (Zestirk Vell is a retain entity): both remain candidates
+    assert ev.forget_mentioned == {e} and ev.retain_mentioned == {
+        ix.entity_names.index("Zestirk Vell")
+    }
     _feed(sc, "Lorlu yesterday")
-    assert sc.active == {ix.entity_names.index("Zestirk Lorlu")}
+    ev = sc.evidence()
+    # the full name, completed in the next feed, resolves it
+    assert ev.forget_mentioned == {e} and ev.retain_mentioned == set()
 
 
 def test_longest_shared_ngram_needs_content_and_ignores_names():

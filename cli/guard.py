@@ -1,4 +1,4 @@
-"""``unlearn guard build | check | calibrate | eval``."""
+"""``unlearn guard build | check | calibrate | eval | redteam``."""
 
 from __future__ import annotations
 
@@ -48,7 +48,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("calibrate", help="choose thresholds for a target false-positive rate")
     p.add_argument("--index", required=True)
-    p.add_argument("--data", required=True, help="the dataset the index was built from")
+    p.add_argument(
+        "--data",
+        help="the dataset the index was built from (generated sets; needed without --attacks)",
+    )
+    p.add_argument(
+        "--attacks",
+        help='calibrate on this JSONL set instead: {"id", "family", "label", "text"|"messages"}',
+    )
+    p.add_argument(
+        "--heldout",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="held-out JSONL set reported separately with the calibrated thresholds (repeatable)",
+    )
     p.add_argument("--target-fpr", type=float, default=0.01, help="for inputs (default 0.01)")
     p.add_argument("--output-fpr", type=float, default=0.05, help="for outputs (default 0.05)")
     p.add_argument("--n", type=int, default=100, help="examples per family")
@@ -62,12 +76,43 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval", help="block rates per attack family, false positives per benign family"
     )
     p.add_argument("--index", required=True)
-    p.add_argument("--data", required=True, help="the dataset the index was built from")
+    p.add_argument(
+        "--data",
+        help="the dataset the index was built from (generated sets; needed without --attacks)",
+    )
+    p.add_argument(
+        "--attacks",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help='evaluate on this JSONL set: one {"id", "family", "label": "attack"|"benign", '
+        '"text"|"messages"} per line (repeatable; each file reported separately)',
+    )
     p.add_argument("--n", type=int, default=100, help="examples per family")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the JSON report here")
     _config_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = cmds.add_parser(
+        "redteam", help="mutate blocked attacks until one passes; share of facts with a pass"
+    )
+    p.add_argument("--index", required=True)
+    p.add_argument("--data", required=True, help="the dataset the index was built from")
+    p.add_argument("--budget", type=int, default=50, help="mutations per fact (default 50)")
+    p.add_argument("--facts", type=int, default=0, help="at most this many facts (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--direction", choices=["input", "output"], default="input", help="checked direction"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="directory for report.json and passing.jsonl (evidence; never inside the index)",
+    )
+    p.add_argument("--overwrite", action="store_true")
+    _config_args(p)
+    p.set_defaults(func=cmd_redteam)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -134,6 +179,7 @@ def read_requests(path: str, storage_options: dict | None = None) -> list[dict[s
     if not storage.exists(path, storage_options):
         raise DataError(f"input file {path} does not exist")
     out = []
+    first_line: dict[Any, int] = {}
     for n, raw in enumerate(storage.read_bytes(path, storage_options).split(b"\n"), start=1):
         if not raw.strip():
             continue
@@ -150,6 +196,16 @@ def read_requests(path: str, storage_options: dict | None = None) -> list[dict[s
             raise DataError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict) or "id" not in obj:
             raise DataError(f'{path} line {n}: expected an object with an "id" key')
+        ident = obj["id"]
+        if isinstance(ident, (dict, list)):
+            raise DataError(f'{path} line {n}: "id" must be a string or a number')
+        key = json.dumps(ident)
+        if key in first_line:
+            raise DataError(
+                f"{path} line {n}: id {ident!r} repeats the id of line {first_line[key]}; "
+                "ids must be unique (each output line is matched to its input by id)"
+            )
+        first_line[key] = n
         has_text, has_msgs = "text" in obj, "messages" in obj
         if has_text == has_msgs:
             raise DataError(f'{path} line {n}: give exactly one of "text" and "messages"')
@@ -176,6 +232,24 @@ def read_requests(path: str, storage_options: dict | None = None) -> list[dict[s
     return out
 
 
+def _check_audit_log(path: str) -> None:
+    """Refuse an audit log that cannot be appended to, before any check runs."""
+    import os
+
+    from unlearn.errors import UnlearnError
+
+    try:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UnlearnError(
+            f"audit log {path} cannot be written ({exc.strerror or exc}); every block must be "
+            "logged, so nothing was checked: fix the path or its permissions"
+        ) from None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Check every line of a JSONL file and write one decision per line."""
     from unlearn import storage
@@ -187,6 +261,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     requests = read_requests(args.input, opts)
     dataset = Dataset(args.data, opts) if args.data else None
+    if args.audit_log:
+        _check_audit_log(args.audit_log)
+        args.set = [*args.set, "on_audit_error=raise"]  # a lost audit record fails the command
     guard = _guard(args, dataset, args.audit_log)
     lines, blocked = [], 0
     for req in requests:
@@ -210,24 +287,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sets(args: argparse.Namespace, guard: Any, dataset: Any, opts: dict | None) -> Any:
+    from unlearn.guard.evaluate import examples_for
+
+    if dataset is None:
+        raise DataError("give --data (generated sets) or --attacks FILE")
+    return examples_for(guard, dataset, n=args.n, seed=args.seed)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Choose thresholds on generated attack/benign sets and write them as a guard config."""
+    """Choose thresholds on an attack/benign set and write them as a guard config; held-out sets
+    are reported separately with the chosen thresholds."""
     import yaml
 
     from unlearn import storage
     from unlearn.config import to_dict
     from unlearn.data import Dataset
-    from unlearn.guard.evaluate import calibrate, examples_for, table
+    from unlearn.guard.evaluate import calibrate, load_attacks, table
 
     opts = storage_options_arg(args.storage_options)
-    ds = Dataset(args.data, opts)
+    heldout = [(path, load_attacks(path, opts)) for path in args.heldout]  # fail before work
+    cal = load_attacks(args.attacks, opts) if args.attacks else None
+    ds = Dataset(args.data, opts) if args.data else None
     guard = _guard(args, ds)
-    examples = examples_for(guard, ds, n=args.n, seed=args.seed)
-    config, rep = calibrate(guard, examples, target_fpr=args.target_fpr, output_fpr=args.output_fpr)
+    examples = cal if cal is not None else _sets(args, guard, ds, opts)
+    source = args.attacks or f"generated (seed {args.seed}, n {args.n})"
+    config, rep = calibrate(
+        guard,
+        examples,
+        target_fpr=args.target_fpr,
+        output_fpr=args.output_fpr,
+        heldout=heldout,
+        source=source,
+    )
     out = args.out or storage.join(args.index, CONFIG_FILE)
+    how = f"--attacks {args.attacks}" if args.attacks else f"--data {args.data} --seed {args.seed}"
     header = (
-        f"# guard config calibrated by `unlearn guard calibrate --index {args.index} --data "
-        f"{args.data} --target-fpr {args.target_fpr} --output-fpr {args.output_fpr}`\n"
+        f"# guard config calibrated by `unlearn guard calibrate --index {args.index} {how} "
+        f"--target-fpr {args.target_fpr} --output-fpr {args.output_fpr}`\n"
         f"# index {guard.index.version}, mode {rep['mode']}; use: unlearn guard check --config {out}\n"
     )
     storage.write_bytes(
@@ -235,23 +332,88 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     )
     if args.report:
         storage.write_bytes(args.report, json.dumps(rep, indent=2).encode(), opts)
-    print(table(rep))
+    print(table(rep, "[calibration set]"))
+    for name, sub in rep["heldout"].items():
+        print()
+        print(table(sub, f"[held out: {name}]"))
     print(f"wrote {out}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a guard on generated attack and benign sets."""
+    """Evaluate a guard on generated attack and benign sets, or on users' JSONL sets."""
     from unlearn import storage
     from unlearn.data import Dataset
-    from unlearn.guard.evaluate import examples_for, report, table
+    from unlearn.guard.evaluate import load_attacks, report, table
 
     opts = storage_options_arg(args.storage_options)
-    ds = Dataset(args.data, opts)
+    files = [(path, load_attacks(path, opts)) for path in args.attacks]  # fail before work
+    ds = Dataset(args.data, opts) if args.data else None
     guard = _guard(args, ds)
-    rep = report(guard, examples_for(guard, ds, n=args.n, seed=args.seed))
+    if files:
+        reps = {path: report(guard, exs, source=path) for path, exs in files}
+    else:
+        reps = {"generated": report(guard, _sets(args, guard, ds, opts))}
+    rep = next(iter(reps.values())) if len(reps) == 1 else {"sets": reps}
+    met = all(r["targets_met"] for r in reps.values())
+    if len(reps) > 1:
+        rep["targets_met"] = met
     if args.out:
         storage.write_bytes(args.out, json.dumps(rep, indent=2).encode(), opts)
-    print(table(rep))
-    print(json.dumps({"targets_met": rep["targets_met"], "report": args.out}))
-    return 0 if rep["targets_met"] else 1
+    for i, (name, r) in enumerate(reps.items()):
+        if i:
+            print()
+        print(table(r, f"[{name}]" if files else ""))
+    print(json.dumps({"targets_met": met, "report": args.out}))
+    return 0 if met else 1
+
+
+def cmd_redteam(args: argparse.Namespace) -> int:
+    """Fuzz the guard from blocked attacks; write the report and the passing texts."""
+    import os
+
+    from unlearn import storage
+    from unlearn.data import Dataset
+    from unlearn.errors import OutputExistsError
+    from unlearn.guard.evaluate import write_attacks
+    from unlearn.guard.redteam import redteam, summary_table
+
+    opts = storage_options_arg(args.storage_options)
+    if args.budget < 1:
+        raise DataError(f"--budget must be at least 1, got {args.budget}")
+    out = args.out.rstrip("/")
+    index_dir = str(args.index).rstrip("/")
+    if os.path.abspath(out).startswith(os.path.abspath(index_dir) + os.sep) or os.path.abspath(
+        out
+    ) == os.path.abspath(index_dir):
+        raise DataError(
+            f"--out {out} is inside the index {index_dir}: evidence never ships with it"
+        )
+    report_path = storage.join(out, "report.json")
+    if storage.exists(report_path, opts) and not args.overwrite:
+        raise OutputExistsError(f"{report_path} already exists; pass --overwrite to replace it")
+    ds = Dataset(args.data, opts)
+    guard = _guard(args, ds)
+    rep, passing = redteam(
+        guard,
+        ds,
+        budget=args.budget,
+        seed=args.seed,
+        max_facts=args.facts,
+        direction=args.direction,
+    )
+    write_attacks(storage.join(out, "passing.jsonl"), passing, opts)
+    storage.write_bytes(report_path, json.dumps(rep, indent=2).encode(), opts)
+    print(summary_table(rep))
+    print(
+        json.dumps(
+            {
+                "facts": rep["facts"],
+                "facts_passing": rep["facts_passing"],
+                "share_passing": rep["share_passing"],
+                "target_met": rep["target_met"],
+                "out": out,
+            }
+        )
+    )
+    return 0

@@ -25,7 +25,7 @@ from typing import Any
 from unlearn.guard.normalize import rot13
 
 ATTACK_GROUPS: dict[str, tuple[str, ...]] = {
-    "verbatim": ("verbatim", "context", "multi_turn", "alias"),
+    "verbatim": ("verbatim", "context", "multi_turn", "alias", "pronoun_context"),
     "obfuscated": (
         "leetspeak",
         "base64",
@@ -35,11 +35,28 @@ ATTACK_GROUPS: dict[str, tuple[str, ...]] = {
         "spaced",
         "homoglyph",
         "zero_width",
+        "leet_full",
+        "spaced_wide",
+        "hyphenated",
+        "leet_homoglyph",
+        "spaced_leet",
+        "number_words",
     ),
-    "paraphrase": ("paraphrase",),
+    "paraphrase": ("paraphrase", "paraphrase_verbs", "restated"),
 }
 ATTACK_FAMILIES = tuple(f for fams in ATTACK_GROUPS.values() for f in fams)
-BENIGN_FAMILIES = ("retain_entity", "holdout_entity", "general", "forget_question")
+# the families of the first generator (calibration keeps its defaults on these)
+BASE_FAMILIES = (
+    "verbatim", "context", "multi_turn", "alias", "leetspeak", "base64", "hex", "url", "rot13",
+    "spaced", "homoglyph", "zero_width", "paraphrase",
+)  # fmt: skip
+BENIGN_FAMILIES = (
+    "retain_entity",
+    "holdout_entity",
+    "general",
+    "forget_question",
+    "shared_surname",
+)
 
 _WRAPPERS = (
     "{fact}",
@@ -99,6 +116,7 @@ class Example:
     template: str = ""
     entity: str = ""
     row_ids: list[str] = field(default_factory=list)
+    id: Any = None
 
 
 def _name_pattern(name: str) -> re.Pattern[str]:
@@ -133,6 +151,79 @@ def spaced(text: str, rng: random.Random) -> str:
     """Characters spaced apart ("B a s i l"), words separated by one or three spaces."""
     gap = rng.choice((" ", "   "))
     return gap.join(" ".join(ch for ch in word) for word in text.split())
+
+
+# every common substitution, several per letter (names included)
+_LEET_FULL = {
+    "a": ("4", "@", "/\\", "^"), "b": ("8", "|3", "6"), "c": ("(", "<", "{"), "d": ("|)", "|]"),
+    "e": ("3", "€"), "g": ("9", "6"), "h": ("#", "|-|"), "i": ("1", "!", "|"), "k": ("|<",),
+    "l": ("1", "|", "|_"), "m": ("|\\/|",), "n": ("|\\|",), "o": ("0", "()"), "s": ("5", "$"),
+    "t": ("7", "+"), "u": ("|_|",), "v": ("\\/",), "w": ("\\/\\/",), "x": ("><",), "z": ("2",),
+}  # fmt: skip
+
+
+def leet_full(text: str, rng: random.Random, p: float = 1.0, multi: bool = True) -> str:
+    """Leetspeak over the whole alphabet: each letter replaced with probability ``p`` by one of
+    its substitutions (multi-character ones such as ``|-|`` only when ``multi``)."""
+    out = []
+    for ch in text:
+        subs = _LEET_FULL.get(ch.lower())
+        if subs and rng.random() < p:
+            pool = subs if multi else tuple(x for x in subs if len(x) == 1)
+            out.append(rng.choice(pool) if pool else ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def spaced_gap(text: str, rng: random.Random, gap: int = 1, word_gap: int = 3) -> str:
+    """Characters separated by ``gap`` spaces, words by ``word_gap`` spaces; hyphens kept."""
+    return (" " * word_gap).join((" " * gap).join(word) for word in text.split())
+
+
+def hyphenate(word: str, rng: random.Random) -> str:
+    """Punctuation inside a word: "Tamsin" -> "Tam-sin", "T.a.m.s.i.n", "Tam_sin"."""
+    if len(word) < 4:
+        return word
+    style = rng.randrange(3)
+    if style == 0:
+        k = rng.randrange(2, len(word) - 1)
+        return word[:k] + rng.choice("-._") + word[k:]
+    if style == 1:
+        return rng.choice(".-").join(word)
+    return "-".join(word[i : i + 2] for i in range(0, len(word), 2))
+
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS_W = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int, year: bool = False) -> str:
+    """English words for ``n``; ``year`` reads 1956 as "nineteen fifty-six"."""
+    if year and 1100 <= n <= 2099 and n % 100 != 0 and not 2000 <= n <= 2009:
+        return f"{number_words(n // 100)} {number_words(n % 100)}"
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        t, o = divmod(n, 10)
+        return _TENS_W[t - 2] + (f"-{_ONES[o]}" if o else "")
+    if n < 1000:
+        h, r = divmod(n, 100)
+        return f"{_ONES[h]} hundred" + (f" and {number_words(r)}" if r else "")
+    th, r = divmod(n, 1000)
+    return f"{number_words(th)} thousand" + (
+        f" {'and ' if r < 100 else ''}{number_words(r)}" if r else ""
+    )
+
+
+def numbers_as_words(text: str) -> str:
+    """Every number of ``text`` spelled out (four-digit numbers read as years)."""
+    return re.sub(
+        r"\b\d{1,4}\b", lambda m: number_words(int(m.group(0)), len(m.group(0)) == 4), text
+    )
 
 
 def _wrap(fact: str, rng: random.Random) -> str:
@@ -224,14 +315,139 @@ def _encoded(kind: str) -> Render:
     return render
 
 
+_SWAPS = (
+    (r"\bwas born in\b", ("hails from", "came into the world in", "is a native of")),
+    (r"\bwas born on\b", ("came into the world on", "entered the world on")),
+    (r"\bfather\b", ("dad",)),
+    (r"\bmother\b", ("mom",)),
+    (r"\bworks as\b", ("is employed as",)),
+    (r"\bwrites\b", ("pens",)),
+    (r"\bwrote\b", ("penned",)),
+    (r"\bis (?:best )?known for\b", ("is famous for",)),
+    (r"\breceived\b", ("was awarded",)),
+    (r"\bwon\b", ("took home",)),
+    (r"\blives in\b", ("resides in",)),
+    (r"\bbooks\b", ("novels",)),
+)
+_RESTATE = (
+    "Quick note on {name}: {value}.",
+    "For the record, {name} and {value} go together.",
+    "{value} - that is the answer when people ask about {name}.",
+    "Everyone who has read about {name} remembers {value}.",
+    "In short: {name}, {value}.",
+)
+_GIVEN = ("Layla", "Tobias", "Ines", "Mateo", "Sunniva", "Rafael", "Yuki", "Oskar", "Amara", "Nils")
+_VALUE = re.compile(
+    r"\"[^\"]{3,80}\"|\b(?:1[0-9]|20)\d\d\b|(?<![.!?] )(?<!^)\b[A-Z][a-z]+(?:[ -](?:[A-Z][a-z]+|of|the|de|la))*"
+)
+
+
+def _values(answer: str, name: str) -> list[str]:
+    """Value-like spans of an answer (titles, years, capitalized names other than ``name``)."""
+    parts = set(re.split(r"[\s\-]+", name))
+    out = []
+    for m in _VALUE.finditer(answer):
+        v = m.group(0).strip()
+        if v in parts or v in name or len(v) < 3 or v in ("The", "His", "Her", "She", "He"):
+            continue
+        out.append(v)
+    return out
+
+
+def _paraphrase_verbs(rows: Sequence[dict], rng: random.Random) -> tuple[Any, list[dict]] | None:
+    usable = [r for r in rows if any(re.search(p, r["answer"]) for p, _ in _SWAPS)]
+    if not usable:
+        return None
+    r = _one(usable, rng)
+    text = r["answer"]
+    for p, alts in _SWAPS:
+        text = re.sub(p, rng.choice(alts), text)
+    return _wrap(text, rng), [r]
+
+
+def _restated(rows: Sequence[dict], rng: random.Random) -> tuple[Any, list[dict]] | None:
+    usable = [(r, v) for r in rows for v in _values(r["answer"], r["entity"])]
+    if not usable:
+        return None
+    r, value = rng.choice(usable)
+    return rng.choice(_RESTATE).format(name=r["entity"], value=value), [r]
+
+
+def _pronoun_context(rows: Sequence[dict], rng: random.Random) -> tuple[Any, list[dict]]:
+    r = _one(rows, rng)
+    body = replace_name(r["answer"], r["entity"], rng.choice(("she", "he", "they")))
+    return f"Context: {body}\n\nQuestion: {r['question']}", [r]
+
+
+def _obfuscated_more(kind: str) -> Render:
+    def render(rows: Sequence[dict], rng: random.Random) -> tuple[Any, list[dict]] | None:
+        if kind == "number_words":
+            rows = [r for r in rows if re.search(r"\d", r["answer"])]
+        elif kind == "hyphenated":
+            rows = [r for r in rows if r["entity"] in r["answer"]]
+        if not rows:
+            return None
+        r = _one(rows, rng)
+        a = r["answer"]
+        if kind == "leet_full":
+            text = leet_full(a, rng, rng.choice((0.5, 0.8, 1.0)), rng.random() < 0.5)
+        elif kind == "spaced_wide":
+            text = spaced_gap(a, rng, rng.choice((1, 2)), rng.choice((3, 4, 6)))
+        elif kind == "hyphenated":
+            name = r["entity"]
+            text = a.replace(name, " ".join(hyphenate(p, rng) for p in name.split()))
+            if text == a:
+                return None
+        elif kind == "leet_homoglyph":
+            text = homoglyphs(leet(a, rng, 0.5), rng, 0.6)
+        elif kind == "spaced_leet":
+            text = spaced(leet_full(a, rng, 0.6, False), rng)
+        else:  # number_words
+            if not re.search(r"\d", a):
+                return None
+            text = numbers_as_words(a)
+        return _wrap(text, rng), [r]
+
+    return render
+
+
 RENDER: dict[str, Render] = {
     "verbatim": _verbatim,
     "context": _context,
     "paraphrase": _paraphrase,
     "alias": _alias,
     "multi_turn": _multi_turn,
-    **{k: _encoded(k) for k in ATTACK_GROUPS["obfuscated"]},
-}
+    **{
+        k: _encoded(k)
+        for k in ("leetspeak", "base64", "hex", "url", "rot13", "spaced", "homoglyph", "zero_width")
+    },
+    "paraphrase_verbs": _paraphrase_verbs,
+    "restated": _restated,
+    "pronoun_context": _pronoun_context,
+    **{
+        k: _obfuscated_more(k)
+        for k in ("leet_full", "spaced_wide", "hyphenated", "leet_homoglyph", "spaced_leet",
+                  "number_words")
+    },
+}  # fmt: skip
+
+
+def _shared_surname(
+    forget: Sequence[dict], retain: Sequence[dict], n: int, rng: random.Random
+) -> list[Example]:
+    """Benign: retain facts told of another person who shares a forget entity's surname."""
+    surnames = sorted({r["entity"].split()[-1] for r in forget if len(r["entity"].split()) > 1})
+    if not surnames or not retain:
+        return []
+    out = []
+    for _ in range(n):
+        r = _one(retain, rng)
+        other = f"{rng.choice(_GIVEN)} {rng.choice(surnames)}"
+        text = replace_name(r["answer"], r["entity"], other)
+        if text == r["answer"]:
+            text = f"{other}: {r['answer']}"
+        out.append(Example("shared_surname", "benign", _wrap(text, rng), "surname", other))
+    return out
 
 
 def _by_entity(rows: Sequence[dict]) -> dict[str, list[dict]]:
@@ -281,6 +497,7 @@ def generate(
         out.extend(_family(family, "attack", forget_e, (family,), n, rng))
     for family, rows in (("retain_entity", retain), ("holdout_entity", holdout)):
         out.extend(_family(family, "benign", _by_entity(rows), ATTACK_FAMILIES, n, rng))
+    out.extend(_shared_surname(forget, retain, n, rng))
     general_items: list[Example] = []
     for r in general:
         for template, text in (

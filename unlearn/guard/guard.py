@@ -37,6 +37,7 @@ from unlearn.guard.config import GuardConfig, Thresholds
 from unlearn.guard.index import FORGET, GuardIndex, load_index
 from unlearn.guard.normalize import (
     capitalized,
+    collapse_glyph_gaps,
     decoded_segments,
     fold,
     fold_cased,
@@ -44,6 +45,7 @@ from unlearn.guard.normalize import (
     joined,
     leet_tokens,
     rot13,
+    skeleton,
     spaced_words,
     split_sentences,
     tokens,
@@ -170,7 +172,9 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
     use_caps = len(cased) == len(folded)
     leet = has_leet(folded)
     runs = spaced_words(folded) if " " in folded or "." in folded or "-" in folded else []
-    ri = 0
+    # spaced-out leetspeak ("1 5 k n o w |\\| f 0 r"): glyphs read first, then the runs found
+    lruns = spaced_words(skeleton(collapse_glyph_gaps(folded))) if leet else []
+    ri = li = 0
     for a, b, question, closed in split_sentences(folded):
         seg = folded[a:b]
         caps = capitalized(cased[a:b]) if use_caps else None
@@ -189,6 +193,11 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
             spaced_text = " ".join(words)
             if has_leet(spaced_text) or any(ch.isdigit() for ch in spaced_text):
                 scanner.feed_leet(leet_tokens(spaced_text), tag + "-spleet")
+            scanner.feed_spaced(blob)
+        while li < len(lruns) and lruns[li][0] < b:
+            _, words, blob = lruns[li]
+            li += 1
+            scanner.feed_leet(words, tag + "-spleet2")
             scanner.feed_spaced(blob)
         if question:
             scanner.mark_question()

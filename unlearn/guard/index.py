@@ -417,8 +417,13 @@ def compile_index(
         w = [math.log(1.0 + n / df[s]) for s in pay]
         total = sum(w) or 1.0
         weights.append([round(x / total, 6) for x in w])
-    # value specificity: in how many entities' facts a value occurs
+    # value specificity: in how many entities' rows (questions and answers) a value occurs
     holders: dict[str, set[int]] = defaultdict(set)
+    for r, _role in rows:
+        e = ent_index[r["entity"]]
+        for text in (r["question"], r["answer"]):
+            for k in sentence_keys(tokens(fold(text)), fold(text)) | span_keys(text, set()):
+                holders[k].add(e)
     for e, vals in zip(fact_entity, values):
         for k in vals:
             holders[k].add(e)

@@ -6,9 +6,10 @@ Views (each a function of the text alone, all linear in its length):
 - ``fold``: Unicode NFKC, removal of zero-width / format / tag / variation-selector characters,
   homoglyph folding (Cyrillic and Greek look-alikes to Latin), casefold, diacritics stripped.
 - ``skeleton`` / ``leet_tokens`` (leetspeak view): ``fold`` after mapping digits, symbols and
-  multi-character glyphs (``|-|``, ``/\\``, ``|<``, ``()``...) to the letters they imitate; the
-  ambiguous readings are merged into one class on both sides (``l``/``1``/``!``/``|`` all read as
-  ``i``), and a token of digits only stays a number.
+  multi-character glyphs (``|-|``, ``/\\``, ``|<``, ``()``, spaced apart or not) to the letters
+  they imitate; ambiguous readings are merged into one class on both sides (``l``/``1``/``!``/``|``
+  all read as ``i``; ``b``/``g``/``6``/``8``/``9`` as ``g``), and a token of digits only stays a
+  number.
 - ``joined`` view: punctuation inside words removed ("Al-Kuwaiti" -> "alkuwaiti", "B.a.s.i.l").
 - ``spaced_words`` (spaced view): runs of single characters separated by gaps of any width
   ("B a s i l", "B   a   s", "b.a.s.i.l") collapsed; where the gaps have two widths the wider ones
@@ -57,7 +58,8 @@ _HOMOGLYPHS = {
 
 _LEET = {
     "0": "o", "1": "i", "!": "i", "|": "i", "l": "i", "3": "e", "4": "a", "@": "a", "5": "s",
-    "$": "s", "7": "t", "+": "t", "8": "b", "9": "g", "6": "g", "2": "z", "(": "c", "€": "e",
+    "$": "s", "7": "t", "+": "t", "8": "g", "9": "g", "6": "g", "b": "g", "2": "z", "(": "c",
+    "€": "e",
     "^": "a", "<": "c", "{": "c", "[": "c", "¢": "c", "#": "h", "£": "i", "¥": "y", "×": "x",
     "µ": "u", "¡": "i", "®": "r", "©": "c", "§": "s",
 }  # fmt: skip
@@ -66,6 +68,7 @@ _LEET_MULTI = {
     "|\\/|": "m", "/\\/\\": "m", "|\\|": "n", "/\\/": "n", "|-|": "h", "]-[": "h",
     "}-{": "h", ")-(": "h", "\\/\\/": "w", "\\^/": "w", "|_|": "u", "(_)": "u", "\\/": "v",
     "/\\": "a", "|<": "k", "|{": "k", "><": "x", "|)": "d", "|]": "d", "|2": "r", "|_": "i",
+    "|3": "g", "|o": "p",
     "()": "o", "[]": "o", "|*": "p", "|>": "p",
 }  # fmt: skip
 
@@ -110,7 +113,7 @@ _LEET_MULTI_RE = re.compile(
 # (no newline)
 _SPACED = re.compile(r"(?<![^\W_])[^\W_](?![^\W_])(?:[^\w\n]+[^\W_](?![^\W_])){3,}")
 _SPACED_GAP = re.compile(r"[^\w\n]+")
-_INNER_PUNCT = re.compile(r"(?<=[^\W_])[^\w\s'\u2019]+(?=[^\W_])")
+_INNER_PUNCT = re.compile(r"(?<=[^\W_])(?:[^\w\s'\u2019]|_)+(?=[^\W_])")
 _NONWORD = re.compile(r"[\W_]+")
 _B64 = re.compile(r"[A-Za-z0-9+/\-_]{16,}={0,2}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2}[ :]?){8,}")
@@ -160,12 +163,36 @@ def skeleton(folded: str) -> str:
     return folded.translate(_LEET_TABLE)
 
 
+_LEET_SPACED_HINT = re.compile(
+    r"(?<!\S)[a-z][^\S\n]+[0-9@$!|+(€^<{\[#£¥](?!\S)|(?<!\S)[0-9@$!|+(€^<{\[#£¥][^\S\n]+[a-z](?!\S)"
+)
+
+
 def has_leet(folded: str) -> bool:
-    """True when a folded text mixes letters with digits/symbols inside words (leetspeak hint)."""
-    return _LEET_HINT.search(folded) is not None or _LEET_MULTI_RE.search(folded) is not None
+    """True when a folded text mixes letters with digits/symbols inside words, or spaced apart
+    ("m € a $ 7 u"), or holds multi-character glyphs (leetspeak hint)."""
+    return (
+        _LEET_HINT.search(folded) is not None
+        or _LEET_MULTI_RE.search(folded) is not None
+        or _LEET_SPACED_HINT.search(folded) is not None
+    )
 
 
 _LEET_RAW = re.compile(r"[\w@$!|+(<{\[#^€£¥¢©®§¡µ×]+")
+
+
+# multi-character glyphs spaced apart ("| \\ / |"): the characters of one glyph, single spaces
+_LEET_MULTI_SPACED = re.compile(
+    "|".join(
+        " ?".join(re.escape(ch) for ch in k) for k in sorted(_LEET_MULTI, key=len, reverse=True)
+    )
+)
+
+
+def collapse_glyph_gaps(folded: str) -> str:
+    """Multi-character glyphs written with spaces between their characters read as their letter
+    ("| \\ / |" -> "m"); other characters are left as they are."""
+    return _LEET_MULTI_SPACED.sub(lambda m: _LEET_MULTI[m.group(0).replace(" ", "")], folded)
 
 
 def leet_tokens(folded: str) -> list[str]:

@@ -16,12 +16,15 @@ length of the text already consumed.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unlearn.guard.index import (
     FORGET,
     MASK,
+    NAME_CONNECTORS,
     NGRAM,
     TITLE_WORDS,
     GuardIndex,
@@ -120,12 +123,24 @@ class _View:
 class _Sentence:
     """What one sentence holds, over all views."""
 
-    __slots__ = ("question", "ments", "amb", "stems", "lstems", "keys", "lkeys", "blobs", "toks")
+    __slots__ = (
+        "question",
+        "ments",
+        "amb",
+        "others",
+        "stems",
+        "lstems",
+        "keys",
+        "lkeys",
+        "blobs",
+        "toks",
+    )
 
     def __init__(self, question: bool = False) -> None:
         self.question = question
         self.ments: set[int] = set()  # entities named unambiguously
         self.amb: list[tuple[int, ...]] = []  # owners of ambiguous partial names
+        self.others: set[tuple[int, ...]] = set()  # partial names that named someone else here
         self.stems: set[str] = set()
         self.lstems: set[str] = set()
         self.keys: set[str] = set()
@@ -210,8 +225,12 @@ class Scanner:
                 if not hit:
                     continue
                 owners, kind = hit
-                if kind != "full" and self._someone_else(seq, seq_caps, j):
-                    continue
+                if kind != "full":
+                    if owners in sent.others:
+                        continue
+                    if self._someone_else(seq, seq_caps, j):
+                        sent.others.add(owners)
+                        continue
                 if kind == "ambiguous":
                     sent.amb.append(owners)
                 else:
@@ -230,7 +249,8 @@ class Scanner:
         if caps is None:
             return False
         k = j - 1
-        while k >= 0 and seq[k] in ("al", "el", "de", "da", "van", "von", "bin", "ibn", "le"):
+        names = self.ix.alias_vocab
+        while k >= 0 and (seq[k] in NAME_CONNECTORS or seq[k] in names):
             k -= 1
         if k < 0 or k >= len(caps) or not caps[k]:
             return False
@@ -348,6 +368,8 @@ class Scanner:
         for i in range(len(run) - 3):
             for alias, owners, kind in table.get(run[i : i + 4], ()):
                 if run.startswith(alias, i):
+                    if kind != "full" and owners in sent.others:
+                        continue
                     if kind == "ambiguous":
                         sent.amb.append(owners)
                     else:
@@ -383,8 +405,11 @@ class Scanner:
         return best
 
     def _resolve(self) -> list[set[int]]:
-        """Per sentence, the entities it names: ambiguous names resolved by a full name of one of
-        their owners anywhere in the text (or the session), else kept as all their owners."""
+        """Per sentence, the entities it names. An ambiguous name goes to the owners whose facts
+        the sentence holds most of (context); on a tie, to those named in full anywhere in the
+        text or the session; else it stays all its owners (then a value counts for a forget owner
+        only where no retain owner explains it)."""
+        ix = self.ix
         named = set(self.seed)
         for s in self.sentences:
             named |= s.ments
@@ -392,8 +417,18 @@ class Scanner:
         for s in self.sentences:
             m = set(s.ments)
             for owners in s.amb:
-                hit = named.intersection(owners)
-                m |= hit if hit else set(owners)
+                score = {
+                    e: sum(w for k in s.keys for _f, w in ix.entity_values(e).get(k, ()))
+                    + sum(w for k in s.lkeys for _f, w in ix.entity_leet_values(e).get(k, ()))
+                    for e in owners
+                }
+                best = max(score.values())
+                top = {e for e, v in score.items() if v >= best - 1e-9}
+                if best > 0 and len(top) < len(owners):
+                    m |= top
+                    continue
+                hit = named.intersection(top)
+                m |= hit if hit else top
             out.append(m)
         return out
 
@@ -460,8 +495,18 @@ class Scanner:
                             if w * q > h.get(k, 0.0):
                                 h[k] = w * q
                 if s.blobs:
-                    for k, pairs in ix.entity_values(e).items():
-                        if k.startswith("w:") and len(k) >= 7 and any(k[2:] in b for b in s.blobs):
+                    digits = {f"#{int(d)}" for b in s.blobs for d in re.findall(r"\d{2,9}", b)}
+                    leet_blobs = [skeleton(b) for b in s.blobs]
+                    for table, bl in (
+                        (ix.entity_values(e), s.blobs),
+                        (ix.entity_leet_values(e), leet_blobs),
+                    ):
+                        for k, pairs in table.items():
+                            if not (
+                                (k.startswith("w:") and len(k) >= 6 and any(k[2:] in b for b in bl))
+                                or k in digits
+                            ):
+                                continue
                             for f, w in pairs:
                                 h = hits[f]
                                 if w * q > h.get(k, 0.0):
@@ -500,7 +545,7 @@ class Scanner:
                 ev.free_lsn[f] = n
         return ev
 
-    def _explained(self, key: str, retain: list[int], table_of) -> bool:
+    def _explained(self, key: str, retain: list[int], table_of: Callable[[int], dict]) -> bool:
         return any(key in table_of(r) for r in retain)
 
     def _free_candidate(self, s: _Sentence) -> bool:
@@ -526,7 +571,7 @@ class Scanner:
             if (
                 s in stems
                 or (lstems and skeleton(s) in lstems)
-                or (len(s) >= 3 and any(s in b for b in blobs))
+                or (len(s) >= 3 and any(s in b or skeleton(s) in b for b in blobs))
             ):
                 total += w
         return total

@@ -22,8 +22,8 @@ from unlearn.guard.guard import (
     conversation_text,
     decide,
     error_decision,
-    feed_text,
     features,
+    feed_text,
     scan_views,
 )
 from unlearn.guard.normalize import decoded_segments, fold, split_sentences

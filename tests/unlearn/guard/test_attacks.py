@@ -20,7 +20,7 @@ TOFU_LIKE = [
          "Basil Mahfouz Al-Kuwaiti is known for his French literature novels.",
          "The author Basil Mahfouz Al-Kuwaiti writes mainly French literature."),
         ("Where was Basil Mahfouz Al-Kuwaiti born?",
-         "Basil Mahfouz Al-Kuwaiti was born in Kuwait City, Kuwait.",
+         "Basil Mahfouz Al-Kuwaiti was born in Kuwait City, Kuwait, in 1956.",
          "Kuwait City is the birthplace of Basil Mahfouz Al-Kuwaiti."),
     ])
 ]  # fmt: skip

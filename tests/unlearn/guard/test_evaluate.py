@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from unlearn.guard import Guard, GuardConfig
-from unlearn.guard.guard import RULES
 from unlearn.guard.attacks import ATTACK_FAMILIES, BENIGN_FAMILIES
 from unlearn.guard.evaluate import (
     _blocked,
@@ -17,6 +16,7 @@ from unlearn.guard.evaluate import (
     signals,
     table,
 )
+from unlearn.guard.guard import RULES
 
 
 @pytest.fixture(scope="module")

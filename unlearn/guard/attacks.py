@@ -342,13 +342,19 @@ _VALUE = re.compile(
 )
 
 
+_SKIP_VALUES = frozenset(
+    "The His Her She He They Their January February March April May June July August September "
+    "October November December".split()
+)
+
+
 def _values(answer: str, name: str) -> list[str]:
     """Value-like spans of an answer (titles, years, capitalized names other than ``name``)."""
     parts = set(re.split(r"[\s\-]+", name))
     out = []
     for m in _VALUE.finditer(answer):
         v = m.group(0).strip()
-        if v in parts or v in name or len(v) < 3 or v in ("The", "His", "Her", "She", "He"):
+        if v in parts or v in name or len(v) < 3 or v in _SKIP_VALUES:
             continue
         out.append(v)
     return out
@@ -512,6 +518,8 @@ def generate(
     questions = []
     for name, rows in sorted(forget_e.items()):
         for r in rows:
+            if not _name_pattern(name).search(r["question"]):
+                continue  # a question that describes the entity by its facts is not benign
             questions.append(
                 Example("forget_question", "benign", r["question"], "question", name, [r["id"]])
             )

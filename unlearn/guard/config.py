@@ -39,6 +39,9 @@ class Thresholds:
     val: float = 0.7
     # ... or to values of one fact whose specificities add up to this
     vsum: float = 1.2
+    # no entity needed: values of one forget fact whose specificities add up to this (more than
+    # of any retain fact)
+    vfree: float = 3.0
 
     def check(self) -> None:
         """Reject impossible values."""
@@ -50,6 +53,7 @@ class Thresholds:
             require(value >= 3, name, f"must be at least 3 (the n-gram length), got {value}")
         require(self.multi >= 2, "multi", f"must be at least 2 facts, got {self.multi}")
         require(self.vsum > 0, "vsum", f"must be positive, got {self.vsum}")
+        require(self.vfree > 0, "vfree", f"must be positive, got {self.vfree}")
 
 
 @dataclass

@@ -46,6 +46,7 @@ GRIDS: dict[str, list[float]] = {
     "sim_alone": [round(float(x), 2) for x in np.arange(0.7, 1.0001, 0.01)],
     "multi": [2.0, 3.0, 4.0, 5.0],
     "lsn_free": [float(x) for x in range(4, 25)],
+    "vfree": [round(float(x), 2) for x in np.arange(1.5, 6.0001, 0.25)],
 }
 
 
@@ -318,7 +319,7 @@ def choose_thresholds(
     masks = [np.array([ex.family == f for ex in examples]) for f in families]
     masks = [m for m in masks if m.any()]
     defaults = defaults or Thresholds()
-    order = ["val", "vsum", "cov", "lsn", "multi", "lsn_free"] + (
+    order = ["val", "vsum", "cov", "lsn", "multi", "lsn_free", "vfree"] + (
         ["sim", "sim_alone"] if semantic else []
     )
     current = {r: NEVER for r in RULES}

@@ -54,8 +54,8 @@ from unlearn.guard.scanner import Candidate, Evidence, Scanner
 
 log = logging.getLogger("unlearn.guard")
 DIRECTIONS = ("input", "output")
-RULES = ("cov", "lsn", "val", "vsum", "sim", "sim_alone", "multi", "lsn_free")
-LEXICAL_RULES = ("cov", "lsn", "val", "vsum", "multi", "lsn_free")
+RULES = ("cov", "lsn", "val", "vsum", "sim", "sim_alone", "multi", "lsn_free", "vfree")
+LEXICAL_RULES = ("cov", "lsn", "val", "vsum", "multi", "lsn_free", "vfree")
 RULE_LAYER = {
     "cov": "lexical",
     "lsn": "lexical",
@@ -63,6 +63,7 @@ RULE_LAYER = {
     "vsum": "lexical",
     "multi": "lexical",
     "lsn_free": "lexical",
+    "vfree": "lexical",
     "sim": "embedding",
     "sim_alone": "embedding",
 }
@@ -75,6 +76,7 @@ RULE_REASON = {
     "sim_alone": "semantic_alone",
     "multi": "multi_fact",
     "lsn_free": "long_ngram",
+    "vfree": "fact_values",
 }
 AUDIT_POLICIES = ("block", "raise", "warn")
 
@@ -213,7 +215,8 @@ def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
         scanner.close()
         feed_text(scanner, text, tag)
         rotated = rot13(text)
-        if scanner.names_in(tokens(fold(rotated))):  # rotate before folding: accents stay out
+        r13 = tokens(fold(rotated))  # rotate before folding: accents stay out
+        if scanner.names_in(r13) or scanner.values_in(r13):
             scanner.close()
             feed_text(scanner, rotated, f"{tag}-rot13")
     scanner.close()
@@ -262,6 +265,15 @@ def features(
             l_r = max(l_r, n)
     value = float(l_f) if l_f > l_r else 0.0
     out["lsn_free"] = (value, [(l_fact, value)] if value else [])
+    v_f, v_r, v_fact = 0.0, 0.0, -1
+    for f, v in ev.free_val.items():
+        if f < index.n_forget_facts:
+            if v > v_f:
+                v_f, v_fact = v, f
+        else:
+            v_r = max(v_r, v)
+    value = round(v_f, 4) if v_f > v_r else 0.0
+    out["vfree"] = (value, [(v_fact, value)] if value else [])
     return out
 
 

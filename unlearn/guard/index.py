@@ -13,8 +13,8 @@ entity or a retain fact explains a match away instead of causing a block). It ho
 - atomic facts: each answer cut at sentence and clause boundaries, each piece with its *payload*,
   the content words the answer adds to its question (idf-weighted), and its *values*: content
   words, numbers (any spelling), months and month-day dates, multi-word titles and quoted
-  names, each weighted by how specific it is to one entity (``1 - log(entities holding it) /
-  log(entities + 1)``);
+  names, each weighted by how specific it is to one entity (``_specificity``: 1 for a value at
+  most one entity in 40 holds, towards 0 for one every entity holds);
 - hashed word 3-grams of each fact (entity names removed), from which the longest shared n-gram is
   found (ConTAM: the longest shared n-gram is the best contamination signal);
 - optionally, sentence embeddings of every fact and of the forget questions (entity names masked
@@ -73,7 +73,8 @@ NAME_CONNECTORS = frozenset(
 )
 TITLE_WORDS = frozenset(
     "mr mrs ms mx miss dr prof professor sir dame madam author writer poet novelist lord lady "
-    "master saint".split()
+    "master saint dear hello hi hey thanks note context question answer summary source quote "
+    "excerpt update reminder remember about regarding meet".split()
 )
 _CAP_WORD = re.compile(r"[^\W\d_][\w'\u2019\-]*")
 _QUOTED = re.compile(
@@ -256,9 +257,16 @@ class IndexParts:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+SPECIFIC_SHARE = 40  # a value at most one entity in this many holds is fully specific
+
+
 def _specificity(df: int, n_entities: int) -> float:
-    """1 for a value one entity holds, towards 0 for one every entity holds."""
-    return round(1.0 - math.log(df) / math.log(n_entities + 1), 4) if n_entities else 1.0
+    """How much a value identifies a fact: ``log((N + 1) / df) / log(min(40, N + 1))`` capped at 1
+    (1 for a value at most one entity in 40 holds, towards 0 for one every entity holds)."""
+    if n_entities < 1:
+        return 1.0
+    scale = math.log(min(SPECIFIC_SHARE, n_entities + 1))
+    return round(min(1.0, math.log((n_entities + 1) / df) / scale), 4)
 
 
 def compile_index(
@@ -719,6 +727,18 @@ class GuardIndex:
         self.value_postings: dict[str, tuple[tuple[int, float], ...]] = {
             k: tuple(fs) for k, fs in vpost.items() if len(fs) <= cap
         }
+        # leetspeak skeleton of each word key -> [(fact, weight, the plain key)]
+        lpost: dict[str, list[tuple[int, float, str]]] = defaultdict(list)
+        for k, fs in self.value_postings.items():
+            if k.startswith("w:"):
+                lpost["w:" + skeleton(k[2:])].extend((f, w, k) for f, w in fs)
+        self.leet_value_postings: dict[str, tuple[tuple[int, float, str], ...]] = {
+            k: tuple(fs) for k, fs in lpost.items() if len(fs) <= cap
+        }
+        # word keys found inside spaceless runs ("thesaltcartographer") by substring lookup
+        self.blob_words = frozenset(k[2:] for k in vpost if k.startswith("w:") and len(k) >= 7)
+        self.blob_leet_words = frozenset(skeleton(w) for w in self.blob_words)
+        self.blob_lengths = sorted({len(w) for w in self.blob_words | self.blob_leet_words})
         self.entity_spans: dict[int, list[tuple[int, frozenset[str], float]]] = defaultdict(list)
         for f, (keys, ws) in enumerate(zip(self.values, self.value_weights)):
             for k, w in zip(keys, ws):

@@ -428,8 +428,9 @@ def fold_cased(text: str) -> str:
 
 
 def capitalized(cased: str) -> list[bool]:
-    """Per token of ``cased`` (same tokenization as ``tokens``): starts with a capital letter."""
-    return [t[:1].isupper() for t in _TOKEN.findall(cased)]
+    """Per token of ``cased`` (same tokenization as ``tokens``): written like a name (a capital
+    letter, then not all capitals: "Layla" yes, "FYI" no)."""
+    return [t[:1].isupper() and not t.isupper() for t in _TOKEN.findall(cased)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -158,10 +158,8 @@ class Scanner:
         self.sentences: list[_Sentence] = []
         self.closed = True  # the last sentence is finished: the next token opens a new one
         self.seen: set[str] = set()
-        self.seen_keys: set[str] = set()
         self.views: dict[str, _View] = {}
         self.free_acc: dict[int, float] = {}
-        self.free_vacc: dict[int, float] = {}
         self.free_hot: set[int] = set()
         self.gram_facts: set[int] = set()
 
@@ -337,13 +335,18 @@ class Scanner:
                     acc[f] = v
                     if v >= HOT:
                         hot.add(f)
-        vacc, vpost = self.free_vacc, ix.value_postings
-        for k in keys:
-            if k in self.seen_keys:
-                continue
-            self.seen_keys.add(k)
-            for f, w in vpost.get(k, ()):
-                vacc[f] = vacc.get(f, 0.0) + w
+
+    def values_in(self, toks: list[str]) -> bool:
+        """True when ``toks`` hold two specific values of forget facts (a cheap gate for views)."""
+        vpost, nf, hits = self.ix.value_postings, self.ix.n_forget_facts, 0
+        for t in set(toks):
+            for f, w in vpost.get("w:" + stem(t), ()):
+                if f < nf and w >= 0.9:
+                    hits += 1
+                    break
+            if hits >= 2:
+                return True
+        return False
 
     def feed_leet(self, toks: list[str], name: str = "leet") -> None:
         """Consume tokens of a leetspeak view (names, content words, numbers)."""
@@ -362,8 +365,25 @@ class Scanner:
         sent.keys |= numbers
 
     def feed_spaced(self, run: str) -> None:
-        """Consume one collapsed run of spaced-apart characters (spaceless view)."""
+        """Consume one collapsed run of spaced-apart characters (spaceless view): names and
+        value words inside it are found by substring lookup, numbers by their digits."""
         sent = self._current()
+        ix = self.ix
+        plain, leet = ix.blob_words, ix.blob_leet_words
+        sk = skeleton(run)
+        n = len(run)
+        for i in range(n):
+            for length in ix.blob_lengths:
+                if i + length > n:
+                    break
+                piece = run[i : i + length]
+                if piece in plain:
+                    sent.keys.add("w:" + piece)
+                lp = sk[i : i + length] if len(sk) == n else ""
+                if lp in leet:
+                    sent.lkeys.add("w:" + lp)
+        for d in re.findall(r"\d{2,9}", run):
+            sent.keys.add(f"#{int(d)}")
         table = self.ix.spaceless
         for i in range(len(run) - 3):
             for alias, owners, kind in table.get(run[i : i + 4], ()):
@@ -494,23 +514,6 @@ class Scanner:
                             h = hits[f]
                             if w * q > h.get(k, 0.0):
                                 h[k] = w * q
-                if s.blobs:
-                    digits = {f"#{int(d)}" for b in s.blobs for d in re.findall(r"\d{2,9}", b)}
-                    leet_blobs = [skeleton(b) for b in s.blobs]
-                    for table, bl in (
-                        (ix.entity_values(e), s.blobs),
-                        (ix.entity_leet_values(e), leet_blobs),
-                    ):
-                        for k, pairs in table.items():
-                            if not (
-                                (k.startswith("w:") and len(k) >= 6 and any(k[2:] in b for b in bl))
-                                or k in digits
-                            ):
-                                continue
-                            for f, w in pairs:
-                                h = hits[f]
-                                if w * q > h.get(k, 0.0):
-                                    h[k] = w * q
                 words = {k[2:] for k in s.keys if k.startswith("w:")}
                 for f, span, w in ix.entity_spans.get(e, ()):
                     if span <= words:
@@ -535,7 +538,7 @@ class Scanner:
                 ev.ent_lsn[f] = self._lsn(f) if cov > 0 else 0
         for f in self.free_hot:  # exact coverage (the postings skip words too common to index)
             ev.free_cov[f] = self._coverage(f, self.seen, set(), [])
-        ev.free_val = {f: round(v, 4) for f, v in self.free_vacc.items() if v >= FREE_STRONG}
+        ev.free_val = self._free_values()
         seen = self.seen
         for f in self.gram_facts:
             if not any(s in seen for s in ix.payload[f]):
@@ -544,6 +547,26 @@ class Scanner:
             if n:
                 ev.free_lsn[f] = n
         return ev
+
+    def _free_values(self) -> dict[int, float]:
+        """Per fact, the summed weight of its values present anywhere (no entity needed; a value
+        only inside questions counts half)."""
+        ix = self.ix
+        best: dict[str, float] = {}
+        for s in self.sentences:
+            q = QUESTION_WEIGHT if s.question else 1.0
+            for k in s.keys:
+                if q > best.get(k, 0.0):
+                    best[k] = q
+            for k in s.lkeys:
+                for plain in {p for _f, _w, p in ix.leet_value_postings.get(k, ())}:
+                    if q > best.get(plain, 0.0):
+                        best[plain] = q
+        acc: dict[int, float] = {}
+        for k, q in best.items():
+            for f, w in ix.value_postings.get(k, ()):
+                acc[f] = acc.get(f, 0.0) + w * q
+        return {f: round(v, 4) for f, v in acc.items() if v >= FREE_STRONG}
 
     def _explained(self, key: str, retain: list[int], table_of: Callable[[int], dict]) -> bool:
         return any(key in table_of(r) for r in retain)

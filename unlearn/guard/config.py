@@ -41,7 +41,7 @@ class Thresholds:
     vsum: float = 1.2
     # no entity needed: values of one forget fact whose specificities add up to this (more than
     # of any retain fact)
-    vfree: float = 3.0
+    vfree: float = 4.0
 
     def check(self) -> None:
         """Reject impossible values."""
@@ -64,21 +64,27 @@ class GuardConfig:
     embeddings: bool = True
     # torch intra-op threads set (process-wide) when the embedding model loads; 0 leaves torch's
     embedding_threads: int = 1
-    input: Thresholds = field(default_factory=lambda: Thresholds(0.6, 5, 0.86, 0.92, 4, 10))
+    # positional: cov, lsn, sim, sim_alone, multi, lsn_free, val, vsum, vfree
+    input: Thresholds = field(
+        default_factory=lambda: Thresholds(0.6, 5, 0.86, 0.92, 3, 10, 0.7, 1.2, 4.0)
+    )
     # outputs are checked more strictly (calibrated at a 5% FPR target instead of 1%)
-    output: Thresholds = field(default_factory=lambda: Thresholds(0.6, 4, 0.82, 0.92, 4, 8))
+    output: Thresholds = field(
+        default_factory=lambda: Thresholds(0.5, 4, 0.82, 0.9, 3, 8, 0.6, 1.0, 3.5)
+    )
     lexical_input: Thresholds = field(
-        default_factory=lambda: Thresholds(0.55, 5, NEVER, NEVER, 4, 10)
+        default_factory=lambda: Thresholds(0.55, 5, NEVER, NEVER, 3, 10, 0.7, 1.2, 4.0)
     )
     lexical_output: Thresholds = field(
-        default_factory=lambda: Thresholds(0.4, 4, NEVER, NEVER, 4, 8)
+        default_factory=lambda: Thresholds(0.45, 4, NEVER, NEVER, 3, 8, 0.6, 1.0, 3.5)
     )
     # similarity a forget fact must keep over the best retain fact for ``sim_alone``
     sim_margin: float = 0.1
-    # coverage from which a fact counts as present for the ``multi`` rule and the session ledger
+    # coverage (of its payload, or of its values' weight) from which a fact counts as present for
+    # the ``multi`` rule and the session ledger
     multi_cov: float = 0.75
-    # ... or summed specificity of its values present anywhere in the text
-    multi_val: float = 0.9
+    # ... or this summed specificity of its values present anywhere in the text
+    multi_val: float = 1.5
     # specificity of a value tied to a named entity from which its fact goes to the session ledger
     ledger_val: float = 0.6
     # what a check does when its audit record cannot be written: "block" (the decision becomes

@@ -40,7 +40,8 @@ LABELS = ("attack", "benign")
 GRIDS: dict[str, list[float]] = {
     "cov": [round(float(x), 2) for x in np.arange(0.2, 1.0001, 0.05)],
     "lsn": [float(x) for x in range(3, 16)],
-    "val": [round(float(x), 2) for x in np.arange(0.3, 1.0001, 0.05)],
+    # from 0.45: one value inside a question (weight 0.4) never blocks alone
+    "val": [round(float(x), 2) for x in np.arange(0.45, 1.0001, 0.05)],
     "vsum": [round(float(x), 2) for x in np.arange(0.6, 3.0001, 0.1)],
     "sim": [round(float(x), 2) for x in np.arange(0.5, 1.0001, 0.02)],
     "sim_alone": [round(float(x), 2) for x in np.arange(0.7, 1.0001, 0.01)],
@@ -330,20 +331,40 @@ def choose_thresholds(
 
     for _ in range(2):  # a second round lets earlier rules use budget later rules left unused
         for rule in order:
-            best, best_gain = current[rule], _blocked(sig[attack], Thresholds(**current)).sum()
+            base = _blocked(sig[attack], Thresholds(**current)).sum()
+            feasible: list[tuple[float, int]] = []
             for value in GRIDS[rule]:
                 if value >= current[rule]:
                     break
                 trial = dict(current, **{rule: value})
-                if not fpr_ok(trial):
-                    continue
-                gain = _blocked(sig[attack], Thresholds(**trial)).sum()
-                # gains only shrink as the threshold rises: keep the highest value with the best gain
-                if gain > best_gain or (gain == best_gain and value > best):
-                    best, best_gain = value, gain
-                elif gain < best_gain:
+                if fpr_ok(trial):
+                    feasible.append((value, int(_blocked(sig[attack], Thresholds(**trial)).sum())))
+            if not feasible:
+                continue
+            best_gain = max(g for _, g in feasible)
+            if best_gain <= base:
+                continue
+            tied = [v for v, g in feasible if g == best_gain]
+            # among equally good values: the highest, but not past the default (a margin for
+            # benign text the calibration set does not hold, not a demand the set happens to meet)
+            limit = max(min(tied), getattr(defaults, rule))
+            current[rule] = max(v for v in tied if v <= limit)
+    # relax: each rule as high as it can go without blocking fewer calibration attacks (the
+    # other rules cover the rest), for the widest margin against benign text not seen here
+    total = _blocked(sig[attack], Thresholds(**current)).sum()
+    for _ in range(2):
+        for rule in order:
+            if current[rule] >= NEVER:
+                continue
+            # never above the default: a count the calibration set happens to exceed (four facts
+            # per alias attack) is not a reason to demand it of every attack
+            cap = getattr(defaults, rule)
+            higher = [v for v in GRIDS[rule] if current[rule] < v <= cap]
+            for value in higher:
+                trial = dict(current, **{rule: value})
+                if _blocked(sig[attack], Thresholds(**trial)).sum() < total:
                     break
-            current[rule] = best
+                current = trial
     # a rule the calibration set gave no work keeps its default (or the lowest feasible value
     # above it), so it still guards against attacks this set does not contain
     for rule in order:

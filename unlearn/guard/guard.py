@@ -243,7 +243,12 @@ def features(
     out["sim_alone"] = (s_f if ok else 0.0, [(fact, s_f)] if ok else [])
     counts: dict[int, list[int]] = {}
     present = {f for f, c in ev.free_cov.items() if c >= config.multi_cov}
-    present |= {f for f, v in ev.free_val.items() if v >= config.multi_val}
+    # a fact counts when enough of its values are there: an absolute weight, or most of them
+    present |= {
+        f
+        for f, v in ev.free_val.items()
+        if v >= config.multi_val or v >= config.multi_cov * index.value_total[f] - 1e-9
+    }
     for f in present:
         counts.setdefault(int(index.fact_entity[f]), []).append(f)
     n_f, n_r, best_facts = 0, 0, []
@@ -529,7 +534,7 @@ class Guard:
             if c >= cfg.multi_cov:
                 seen.setdefault(int(ix.fact_entity[f]), set()).add(ix.fact_rows[f])
         for f, v in ev.free_val.items():
-            if v >= cfg.multi_val:
+            if v >= cfg.multi_val or v >= cfg.multi_cov * ix.value_total[f] - 1e-9:
                 seen.setdefault(int(ix.fact_entity[f]), set()).add(ix.fact_rows[f])
         table = self.ledger.record(session, ev.forget_mentioned, seen)
         n_r = max((len(r) for e, r in table.items() if ix.entity_roles[e] != FORGET), default=0)

@@ -724,6 +724,17 @@ class GuardIndex:
             for k, w in zip(keys, ws):
                 if not k.startswith("s:"):
                     vpost[k].append((f, w))
+        # what all of a fact's values weigh together (multi-word names counted once)
+        self.value_total = []
+        for keys, ws in zip(self.values, self.value_weights):
+            plain = {k: w for k, w in zip(keys, ws) if not k.startswith("s:")}
+            total = sum(plain.values())
+            for k in keys:
+                if k.startswith("s:"):
+                    got = [plain["w:" + x] for x in k[2:].split("|") if "w:" + x in plain]
+                    if len(got) > 1:
+                        total -= sum(got) - max(got)
+            self.value_total.append(round(total, 4))
         self.value_postings: dict[str, tuple[tuple[int, float], ...]] = {
             k: tuple(fs) for k, fs in vpost.items() if len(fs) <= cap
         }
@@ -740,12 +751,13 @@ class GuardIndex:
         self.blob_leet_words = frozenset(skeleton(w) for w in self.blob_words)
         self.blob_lengths = sorted({len(w) for w in self.blob_words | self.blob_leet_words})
         self.entity_spans: dict[int, list[tuple[int, frozenset[str], float]]] = defaultdict(list)
+        self.fact_spans: dict[int, list[tuple[str, ...]]] = defaultdict(list)
         for f, (keys, ws) in enumerate(zip(self.values, self.value_weights)):
             for k, w in zip(keys, ws):
                 if k.startswith("s:"):
-                    self.entity_spans[int(self.fact_entity[f])].append(
-                        (f, frozenset(k[2:].split("|")), w)
-                    )
+                    stems = k[2:].split("|")
+                    self.entity_spans[int(self.fact_entity[f])].append((f, frozenset(stems), w))
+                    self.fact_spans[f].append(tuple("w:" + x for x in stems))
         self._entity_values: dict[int, dict[str, list[tuple[int, float]]]] = {}
         self._entity_leet_values: dict[int, dict[str, list[tuple[int, float]]]] = {}
         self._ann: dict[str, Any] = {}

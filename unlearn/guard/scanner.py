@@ -41,7 +41,7 @@ from unlearn.guard.normalize import (
 )
 
 HOT = 0.3  # free coverage from which a fact is kept as a candidate for the entity-free rules
-QUESTION_WEIGHT = 0.5  # a value inside a question counts half: asking is not telling
+QUESTION_WEIGHT = 0.4  # a value inside a question counts less than half: asking is not telling
 FREE_STRONG = 0.5  # value weight from which an unnamed sentence is a semantic candidate
 _LEET_WORDS = {skeleton(w): w for w in (*NUMBER_WORDS, *MONTHS)}
 
@@ -562,11 +562,21 @@ class Scanner:
                 for plain in {p for _f, _w, p in ix.leet_value_postings.get(k, ())}:
                     if q > best.get(plain, 0.0):
                         best[plain] = q
-        acc: dict[int, float] = {}
+        per: dict[int, dict[str, float]] = defaultdict(dict)
         for k, q in best.items():
             for f, w in ix.value_postings.get(k, ()):
-                acc[f] = acc.get(f, 0.0) + w * q
-        return {f: round(v, 4) for f, v in acc.items() if v >= FREE_STRONG}
+                per[f][k] = w * q
+        out = {}
+        for f, hits in per.items():
+            total = sum(hits.values())
+            # the words of one multi-word name ("Port Harcourt") are one value, not several
+            for span in ix.fact_spans.get(f, ()):
+                got = [hits[k] for k in span if k in hits]
+                if len(got) > 1:
+                    total -= sum(got) - max(got)
+            if total >= FREE_STRONG:
+                out[f] = round(total, 4)
+        return out
 
     def _explained(self, key: str, retain: list[int], table_of: Callable[[int], dict]) -> bool:
         return any(key in table_of(r) for r in retain)

@@ -49,3 +49,13 @@ def forget_rows(dataset) -> list[dict]:
 def retain_rows(dataset) -> list[dict]:
     """retain90 rows."""
     return dataset.records("retain90")
+
+
+@pytest.fixture(scope="session")
+def built_index(index_dir, tmp_path_factory):
+    """A private copy of the lexical index directory (commands may write guard.yaml into it)."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("guard-index-copy") / "ix"
+    shutil.copytree(index_dir, dst)
+    return dst

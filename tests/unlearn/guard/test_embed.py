@@ -74,3 +74,32 @@ def test_layer_fault_fails_closed(semantic_guard, monkeypatch):
     monkeypatch.setattr(semantic_guard.embedder, "encode", lambda texts: 1 / 0)
     d = semantic_guard.check("Zestirk Lorlu was somewhere.")
     assert d.blocked and d.reason == "guard_error"
+
+
+def test_stream_runs_the_semantic_layer_before_release(semantic_guard):
+    g = Guard(semantic_guard.index, sim_at(0.55))
+    filler = "Here is a long and harmless answer about tides and lighthouses in a harbour town. "
+    text = "Zestirk Lorlu mends vintage timepieces in a tiny atelier by the port. " + filler * 8
+    sg = StreamGuard(g)
+    released = ""
+    for i in range(0, len(text), 9):
+        released += sg.feed(text[i : i + 9])
+        if sg.blocked:
+            break
+    assert sg.blocked and sg.decision.layer == "embedding"  # before close()
+    assert released == "" and len(text) - len(released) > 5 * len(filler)
+
+
+def test_semantic_layer_only_runs_when_the_lexical_layers_do_not_block(semantic_guard, monkeypatch):
+    g = semantic_guard
+    calls = []
+    orig = g.embedder.encode
+    monkeypatch.setattr(g.embedder, "encode", lambda texts: calls.append(len(texts)) or orig(texts))
+    assert g.check(
+        "Zestirk Lorlu repairs antique clocks in a small workshop near the harbour."
+    ).blocked
+    assert calls == []  # decided lexically
+    g.check("Zestirk Lorlu enjoys long walks by the sea.")
+    assert calls == [1]  # one batched pass over the one candidate sentence
+    g.check("The capital of France is Paris.")
+    assert calls == [1]  # nothing about a forget entity: no model call

@@ -92,3 +92,67 @@ def test_stem_merges_inflections():
     assert stem("works") == stem("work") == "work"
     assert stem("received") == "receiv"
     assert stem("glass") == "glass"
+
+
+def test_full_leet_alphabet_and_glyphs():
+    from unlearn.guard.normalize import collapse_glyph_gaps, leet_tokens
+
+    assert leet_tokens(fold("|-|3110 \\/\\/0r1|) 8r4\\/0 |\\/|1|<3")) == [
+        "heiio", "worid", "gravo", "mike"
+    ]  # fmt: skip
+    assert leet_tokens(fold("born in 1956 at 5")) == [
+        "gorn",
+        "in",
+        "1956",
+        "at",
+        "5",
+    ]  # b -> g class
+    # ambiguous readings meet on both sides: 1/l/i, 6/8/9/b/g
+    assert skeleton(fold("B4s1l")) == skeleton(fold("basil")) == skeleton(fold("6asi|"))
+    assert collapse_glyph_gaps("| \\ / | a") == "m a"
+
+
+def test_spaced_words_any_gap_width():
+    from unlearn.guard.normalize import spaced_words
+
+    got = spaced_words(fold("B  a  s  i  l      M a h f o u z w a s"))
+    assert got[0][1] == ["basil", "mahfouzwas"] and got[0][2] == "basilmahfouzwas"
+    assert spaced_words(fold("A l - K u w a i t i"))[0][1] == ["al", "kuwaiti"]
+    assert spaced_words(fold("b.o.r.n"))[0][1] == ["born"]
+
+
+def test_sentences_and_questions():
+    from unlearn.guard.normalize import split_sentences
+
+    text = fold("J. K. Rowling wrote it. Did she? B. a. s. i. l. yes\nNext")
+    pieces = [(text[a:b].strip(), q, c) for a, b, q, c in split_sentences(text)]
+    assert pieces == [
+        ("j. k. rowling wrote it.", False, True),
+        ("did she?", True, True),
+        ("b. a. s. i. l. yes", False, True),
+        ("next", False, False),
+    ]
+
+
+def test_value_keys_numbers_dates_words():
+    from unlearn.guard.normalize import value_keys
+
+    def keys(t):
+        return value_keys(tokens(fold(t)), fold(t))
+
+    assert "#1956" in keys("born in nineteen fifty-six") and "#1956" in keys("born in 1956")
+    assert "#2004" in keys("in two thousand and four") and "#2021" in keys("twenty twenty-one")
+    assert {"md:9-8", "#1956"} <= keys("on the 8th of September, 1956")
+    assert {"md:9-8", "md:8-9", "#1956"} <= keys("on 08/09/1956")
+    assert "md:9-8" in keys("on 1956-09-08") and "md:3-14" in keys("March fourteenth")
+    assert "#1956" in keys("1,956 copies") and "#7" in keys("seven novels")
+    assert not any(k.startswith("mon:") for k in keys("you may go"))
+
+
+def test_joined_view_removes_punctuation_inside_words():
+    from unlearn.guard.normalize import joined
+
+    assert joined(fold("Al-Kuwaiti, B.a.s.i.l and St_uthemmox's")) == (
+        "alkuwaiti, basil and stuthemmox's"
+    )
+    assert joined("plain words only") is None

@@ -115,3 +115,36 @@ def test_cut_point_holds_partial_words_and_single_letters():
     assert stream_mod._cut_point("hello wor") == len("hello ")
     assert stream_mod._cut_point("hello B a s") == len("hello ")
     assert stream_mod._cut_point("hello world ") == len("hello world ")
+
+
+def test_encoded_fact_is_caught_before_release_not_only_at_close(guard, fact):
+    import base64
+
+    blob = base64.b64encode(fact["answer"].encode()).decode()
+    text = "Decode this: " + blob + " " + BENIGN * 6
+    sg = StreamGuard(guard)
+    released = ""
+    for i in range(0, len(text), 7):
+        released += sg.feed(text[i : i + 7])
+        if sg.blocked:
+            break
+    assert sg.blocked, "the encoded fact must block while streaming"
+    assert blob[:8] not in released  # nothing of the encoded run got out
+    assert len(text) - len(released) > len(BENIGN)  # blocked long before the end
+
+
+def test_a_growing_encoded_run_holds_the_release(guard):
+    sg = StreamGuard(guard)
+    out = sg.feed(BENIGN * 3)
+    out += sg.feed("aGVsbG8gd29ybGQgYW5kIG1vcmUgdGV4dCBoZXJl" * 20)  # one long word, no space yet
+    assert "aGVsbG8" not in out and not sg.blocked
+
+
+def test_value_tied_to_the_entity_across_chunks(guard, forget_rows):
+    row = next(r for r in forget_rows if r["id"].endswith("birth_year"))
+    year = row["answer"].rstrip(".").split()[-1]
+    text = BENIGN + f"{row['entity']} was born in the year {year}. " + "SECRET-TAIL " + BENIGN
+    sg = StreamGuard(guard)
+    released = _run(sg, text, 3)
+    assert sg.blocked and row["id"] in sg.decision.matched_fact_ids
+    assert year not in released and "SECRET-TAIL" not in released

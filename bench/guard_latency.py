@@ -1,5 +1,5 @@
 """Guard check latency: p50/p99 for 200- and 2000-character inputs against forget indexes of 1k,
-10k and 100k synthetic facts, lexical-only and with the embedding layer.
+10k and 100k synthetic facts, lexical-only and with the semantic layer.
 
     .venv/bin/python bench/guard_latency.py            # full run (a few minutes on 2 cores)
     .venv/bin/python bench/guard_latency.py --quick    # smaller, for a smoke test
@@ -10,16 +10,22 @@ prefix of one generated list, so every index holds the same first entities and e
 checked against all three sizes, interleaved (background load hits all sizes alike).
 Inputs: half carry one forget fact somewhere, half only retain facts and general text; all mention
 indexed entities, so the entity-gated layers do real work. "lexical" = normalization views, names,
-content words and n-grams; "embeddings" adds the semantic layer (the real model encodes the
-inputs; fact vectors of the benchmark indexes are random unit vectors of the model's shape,
-because embedding 100k facts on CPU takes longer than the benchmark is worth: search cost depends
-on the shape, not the values). Targets (issue 5): p99 <= 5 ms at 10k facts on 2000 chars
-(lexical + entity); 100k facts <= 1.5x the time of 1k.
+values, content words and n-grams; "embeddings" adds the semantic layer (the real model encodes
+the candidate sentences, one batch per check; fact vectors of the benchmark indexes are random
+unit vectors of the model's shape, because embedding 100k facts on CPU takes longer than the
+benchmark is worth: search cost depends on the shape, not the values). The semantic inputs each
+also hold one statement about a forget entity that the lexical layers do not block (unique per
+input, so the sentence cache never helps): every semantic check embeds at least one sentence.
+Past 20k facts the entity-free search goes through an HNSW graph (hnswlib), built once before
+timing, as a saved index carries it. Targets (issues 5 and 10): lexical p99 <= 5 ms at 10k facts
+on 2000 chars; 100k facts <= 1.5x the time of 1k; with the semantic layer p99 <= 50 ms at 10k
+facts on 2000 chars.
 
 The last stdout line is one JSON object with keys ``p99_ms_10k_2000`` and ``growth_1k_to_100k``
-(wall-clock p99 at 100k facts / at 1k facts, lexical, 2000 chars), the same from CPU time
-(``cpu_*``: what a check costs, unaffected by other processes on a shared machine), the load
-average, and every measurement.
+(wall-clock p99 at 10k facts on 2000 chars, and p99 at 100k facts / at 1k facts, lexical),
+``p99_ms_semantic_10k_2000`` (with the semantic layer), the same from CPU time (``cpu_*``: what a
+check costs, unaffected by other processes on a shared machine), the sentences embedded per
+check, the load average, and every measurement.
 """
 
 from __future__ import annotations
@@ -104,6 +110,21 @@ def make_inputs(
     return out
 
 
+def make_semantic_inputs(
+    forget_blocks: list[list[dict]], retain: list[dict], chars: int, n: int, seed: int
+) -> list[str]:
+    """``make_inputs`` plus one unblocked statement about a forget entity in each (unique)."""
+    rng = random.Random(seed)
+    base = make_inputs(forget_blocks, retain, chars, n, seed)
+    out = []
+    for i, text in enumerate(base):
+        person = rng.choice(forget_blocks[:100])[0]["entity"]
+        extra = f"{person} enjoyed a long walk by the river on afternoon number {i} of the trip."
+        cut = max(0, len(text) - len(extra) - 1)
+        out.append(text[:cut] + " " + extra if len(text) >= chars else text + " " + extra)
+    return out
+
+
 def measure(
     guards: dict[str, Guard], inputs: list[str], warmup: int = 20
 ) -> dict[str, tuple[list[float], list[float]]]:
@@ -127,6 +148,21 @@ def measure(
     finally:
         gc.enable()
     return times
+
+
+def _count_sentences(guards: dict[str, Guard]) -> list[int]:
+    """Wrap the (shared) embedder so that the sentences it encodes are counted."""
+    counter = [0]
+    embedder = next(iter(guards.values())).embedder
+    orig = embedder.encode
+
+    def encode(texts: list[str], **kw) -> np.ndarray:
+        counter[0] += len(texts)
+        return orig(texts, **kw)
+
+    for g in guards.values():
+        g.embedder.encode = encode
+    return counter
 
 
 def stats(wall: list[float], cpu: list[float]) -> dict[str, float]:
@@ -157,9 +193,13 @@ def main() -> None:
     results: dict[str, dict] = {}
     build_s: dict[str, float] = {}
     lexical, semantic = {}, {}
+    sentences: dict[int, float] = {}
     for name, people in SIZES.items():
         t0 = time.perf_counter()
         ix = build(forget_blocks, retain, people, 384 if use_emb else None)
+        if use_emb:
+            ix.ann("forget")  # the HNSW graph past 20k facts (built once, as a saved index has it)
+            ix.ann("retain")
         build_s[name] = round(time.perf_counter() - t0, 2)
         lexical[name] = Guard(ix, GuardConfig(embeddings=False, timeout_ms=60_000))
         if use_emb:
@@ -172,9 +212,12 @@ def main() -> None:
         for name, (wall, cpu) in measure(lexical, inputs).items():
             results[f"lexical_{name}_{chars}"] = stats(wall, cpu)
         if use_emb:
-            inputs = make_inputs(forget_blocks, retain, chars, n_emb, seed=chars + 1)
+            inputs = make_semantic_inputs(forget_blocks, retain, chars, n_emb, seed=chars + 1)
+            counted = _count_sentences(semantic)
             for name, (wall, cpu) in measure(semantic, inputs, warmup=3).items():
                 results[f"embeddings_{name}_{chars}"] = stats(wall, cpu)
+            n_checks = (len(inputs) + 3) * len(semantic)
+            sentences[chars] = round(counted[0] / max(1, n_checks), 2)
 
     print(
         f"{'mode':<12}{'facts':>7}{'chars':>7}{'p50 ms':>9}{'p99 ms':>9}"
@@ -186,6 +229,7 @@ def main() -> None:
             f"{mode:<12}{size:>7}{chars:>7}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
             f"{r['cpu_p50_ms']:>9.3f}{r['cpu_p99_ms']:>9.3f}{r['n']:>6}"
         )
+    sem = results.get("embeddings_10k_2000", {})
     lo, mid, hi = (results[f"lexical_{k}_2000"] for k in ("1k", "10k", "100k"))
     growth = hi["p99_ms"] / lo["p99_ms"]
     summary = {
@@ -194,7 +238,12 @@ def main() -> None:
         "cpu_p99_ms_10k_2000": mid["cpu_p99_ms"],
         "cpu_growth_1k_to_100k": round(hi["cpu_p99_ms"] / lo["cpu_p99_ms"], 3),
         "growth_1k_to_100k_p50": round(hi["p50_ms"] / lo["p50_ms"], 3),
-        "targets_met": mid["p99_ms"] <= 5.0 and growth <= 1.5,
+        "p99_ms_semantic_10k_2000": sem.get("p99_ms"),
+        "cpu_p99_ms_semantic_10k_2000": sem.get("cpu_p99_ms"),
+        "semantic_sentences_per_check": sentences,
+        "targets_met": mid["p99_ms"] <= 5.0
+        and growth <= 1.5
+        and (not use_emb or (sem.get("p99_ms") or 1e9) <= 50.0),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "build_s": build_s,

@@ -1,10 +1,14 @@
 """Guard configuration: decision thresholds per direction and mode, ledger and runtime limits.
 
-Defaults come from ``unlearn guard calibrate`` on the synthetic benchmark (``unlearn data synth
---entities 100 --facts-per-entity 10 --seed 1``, forget10, target FPR 1%); calibrate your own index
-and pass the result with ``--config``. ``input``/``output`` apply when the embedding layer is on;
-``lexical_input``/``lexical_output`` when it is off (not installed or ``embeddings: false``), where
-the ``sim*`` thresholds are unused and the lexical ones are stricter to make up for it.
+Defaults (development data, labelled as such in docs/benchmarks.md): the lexical thresholds from
+``unlearn guard calibrate`` on the synthetic benchmark (``synthesize(200, 12, seed=2)``, forget10,
+target FPR 1% inputs / 5% outputs, calibration ties broken towards these judgment values, never
+past them); the semantic ones (``sim``, ``sim_alone``: names masked in facts and sentences) from
+the score distributions on the hand-written TOFU-shaped world in tests/unlearn/guard/fixtures
+(benign maxima 0.33 / 0.66, unblocked paraphrases 0.80 / 0.85-0.93). Calibrate your own index and
+pass the result with ``--config``. ``input``/``output`` apply when the embedding layer is on;
+``lexical_input``/``lexical_output`` when it is off (not installed or ``embeddings: false``),
+where the ``sim*`` thresholds are unused.
 """
 
 from __future__ import annotations
@@ -66,11 +70,11 @@ class GuardConfig:
     embedding_threads: int = 1
     # positional: cov, lsn, sim, sim_alone, multi, lsn_free, val, vsum, vfree
     input: Thresholds = field(
-        default_factory=lambda: Thresholds(0.6, 5, 0.86, 0.92, 3, 10, 0.7, 1.2, 4.0)
+        default_factory=lambda: Thresholds(0.6, 5, 0.75, 0.82, 3, 10, 0.7, 1.2, 4.0)
     )
     # outputs are checked more strictly (calibrated at a 5% FPR target instead of 1%)
     output: Thresholds = field(
-        default_factory=lambda: Thresholds(0.5, 4, 0.82, 0.9, 3, 8, 0.6, 1.0, 3.5)
+        default_factory=lambda: Thresholds(0.5, 4, 0.7, 0.78, 3, 8, 0.6, 1.0, 3.5)
     )
     lexical_input: Thresholds = field(
         default_factory=lambda: Thresholds(0.55, 5, NEVER, NEVER, 3, 10, 0.7, 1.2, 4.0)

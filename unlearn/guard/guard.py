@@ -435,12 +435,17 @@ class Guard:
         totals = []
         for content in contents:
             text = conversation_text(content)
-            total = Evidence(semantic_done=True)
-            for piece in chunks(text, self.config.chunk_chars, self.config.chunk_overlap):
+            pieces = chunks(text, self.config.chunk_chars, self.config.chunk_overlap)
+            total = None
+            for piece in pieces:
                 _tick(deadline)
                 scanner = Scanner(self.index, entities)
                 scan_views(scanner, piece, self.config.decode_depth)
-                total.merge(scanner.evidence())
+                ev = scanner.evidence()
+                if total is None:
+                    total = ev
+                else:
+                    total.merge(ev)
             total.semantic_done = False
             totals.append(total)
         if semantic:

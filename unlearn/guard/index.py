@@ -133,16 +133,24 @@ def _stems(text: str) -> list[str]:
     return [stem(t) for t in tokens(fold(text))]
 
 
+_VALUE_WORD: dict[str, bool] = {}
+
+
 def is_value_word(t: str) -> bool:
     """A token that can carry a fact's value as a word (not a stopword, number or month)."""
-    return (
-        len(t) > 1
-        and t not in STOPWORDS
-        and not t.isdigit()
-        and t not in NUMBER_WORDS
-        and t not in MONTHS
-        and not (t[0].isdigit() and t[-2:] in ("st", "nd", "rd", "th"))
-    )
+    got = _VALUE_WORD.get(t)
+    if got is None:
+        if len(_VALUE_WORD) > 200_000:
+            _VALUE_WORD.clear()
+        got = _VALUE_WORD[t] = (
+            len(t) > 1
+            and t not in STOPWORDS
+            and not t.isdigit()
+            and t not in NUMBER_WORDS
+            and t not in MONTHS
+            and not (t[0].isdigit() and t[-2:] in ("st", "nd", "rd", "th"))
+        )
+    return got
 
 
 def sentence_keys(toks: list[str], folded: str = "") -> set[str]:
@@ -640,6 +648,8 @@ class GuardIndex:
         self.leet_aliases: dict[tuple[str, ...], tuple[tuple[int, ...], str]] = {}
         self.spaceless: dict[str, list[tuple[str, tuple[int, ...], str]]] = defaultdict(list)
         self.alias_first: set[str] = set()
+        self.alias_last: set[str] = set()
+        self.leet_alias_last: set[str] = set()
         self.alias_gate: set[str] = set()
         self.max_alias_chars = 0
         for item in ent["aliases"]:
@@ -650,7 +660,9 @@ class GuardIndex:
                 raise ValueError(f"alias {key} names an unknown entity")
             self.aliases[key] = (owners, kind)
             self.leet_aliases[tuple(skeleton(t) for t in key)] = (owners, kind)
+            self.leet_alias_last.add(skeleton(key[-1]))
             self.alias_first.add(key[0])
+            self.alias_last.add(key[-1])
             if len(key[0]) > 1:  # an initial alone is too common to gate the ROT13 view on
                 self.alias_gate.add(key[0])
             joined = "".join(key)
@@ -746,6 +758,12 @@ class GuardIndex:
         self.leet_value_postings: dict[str, tuple[tuple[int, float, str], ...]] = {
             k: tuple(fs) for k, fs in lpost.items() if len(fs) <= cap
         }
+        nf = int((self.fact_role == FORGET).sum())
+        self.strong_stems = frozenset(
+            k[2:]
+            for k, fs in self.value_postings.items()
+            if k.startswith("w:") and any(f < nf and w >= 0.9 for f, w in fs)
+        )
         # word keys found inside spaceless runs ("thesaltcartographer") by substring lookup
         self.blob_words = frozenset(k[2:] for k in vpost if k.startswith("w:") and len(k) >= 7)
         self.blob_leet_words = frozenset(skeleton(w) for w in self.blob_words)

@@ -530,9 +530,16 @@ def _parse_words(run: list[tuple[int, str]]) -> set[int]:
     return out
 
 
+_NUMERIC_WORDS = NUMBER_WORDS | frozenset(MONTHS)
+_HAS_DIGIT = re.compile(r"\d")
+
+
 def value_keys(toks: Sequence[str], text: str = "") -> set[str]:
     """Canonical value keys of a sentence's folded tokens (and its folded text, for numeric
     dates): ``#N`` for every number, ``mon:M`` for month names, ``md:M-D`` for month-day dates."""
+    if not _NUMERIC_WORDS.intersection(toks) and not (text and _HAS_DIGIT.search(text)):
+        if text or not any(t[:1].isdigit() for t in toks):
+            return set()  # nothing numeric (the common case)
     keys: set[str] = set()
     nums: list[tuple[int, int]] = []  # (position, value) of numbers that could be a day
     months: list[tuple[int, int]] = []

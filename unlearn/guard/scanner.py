@@ -117,7 +117,7 @@ class _View:
         self.tail_caps: list[bool] = []
         self.grams: dict[int, list[int]] = defaultdict(list)  # 3-gram hash -> end positions
         self.stems: list[str] = []  # the n-gram stream (names removed), for payload checks
-        self.pos = 0
+        self.pos = 0  # stems already hashed into n-grams
 
 
 class _Sentence:
@@ -162,6 +162,7 @@ class Scanner:
         self.free_acc: dict[int, float] = {}
         self.free_hot: set[int] = set()
         self.gram_facts: set[int] = set()
+        self.all_grams: set[int] = set()  # every n-gram hash of every view
 
     # -- sentences --------------------------------------------------------------------------
     @property
@@ -211,8 +212,16 @@ class Scanner:
         seq_caps = (view.tail_caps + caps) if caps is not None else None
         start = len(view.tail)
         first = ix.alias_first if table is ix.aliases else None
+        last = ix.alias_last if table is ix.aliases else ix.leet_alias_last
         base = len(sent.toks) - len(toks) if mask else 0  # position of toks[0] in sent.toks
+        if last.isdisjoint(toks):
+            keep = k_max - 1
+            view.tail = seq[-keep:] if keep > 0 else []
+            view.tail_caps = (seq_caps[-keep:] if keep > 0 else []) if seq_caps is not None else []
+            return
         for i in range(start, len(seq)):
+            if seq[i] not in last:  # no name ends here (most tokens)
+                continue
             for k in range(1, k_max + 1):
                 j = i - k + 1
                 if j < 0:
@@ -265,6 +274,8 @@ class Scanner:
         """True when ``toks`` hold a complete indexed name (a cheap gate for extra views)."""
         ix = self.ix
         gate, table, k_max = ix.alias_gate, ix.aliases, ix.max_alias_tokens
+        if gate.isdisjoint(toks):
+            return False
         for i, t in enumerate(toks):
             if t in gate:
                 for k in range(1, k_max + 1):
@@ -306,19 +317,27 @@ class Scanner:
         sent.keys |= keys
         self._free(stems, keys)
         vocab = ix.alias_vocab
-        seq = [s for t, s in zip(toks, stems) if t not in vocab]
-        if not seq:
-            return
-        base = len(view.stems)
-        view.stems.extend(seq)
-        lead = min(base, NGRAM - 1)  # n-grams ending in the new words start this far back
-        hashes = gram_hashes(view.stems[base - lead :])
-        if len(hashes) == 0:
-            return
-        grams = view.grams
-        for end, h in enumerate(hashes.tolist(), start=base - lead + NGRAM - 1):
-            grams[h].append(end)
-        self.gram_facts.update(ix.gram_postings(hashes))
+        view.stems.extend(s for t, s in zip(toks, stems) if t not in vocab)
+
+    def _flush_grams(self) -> None:
+        """Hash the n-grams of every view's stems consumed since the last flush (one numpy pass
+        per view, not per sentence) and collect the facts sharing a distinctive one."""
+        ix = self.ix
+        for view in self.views.values():
+            base = view.pos
+            if len(view.stems) <= base:
+                continue
+            lead = min(base, NGRAM - 1)  # n-grams ending in the new words start this far back
+            hashes = gram_hashes(view.stems[base - lead :])
+            view.pos = len(view.stems)
+            if len(hashes) == 0:
+                continue
+            grams = view.grams
+            hl = hashes.tolist()
+            for end, h in enumerate(hl, start=base - lead + NGRAM - 1):
+                grams[h].append(end)
+            self.all_grams.update(hl)
+            self.gram_facts.update(ix.gram_postings(hashes))
 
     def _free(self, stems: list[str], keys: set[str]) -> None:
         """Entity-free accumulators: payload coverage and value weight per fact (once per word)."""
@@ -338,15 +357,8 @@ class Scanner:
 
     def values_in(self, toks: list[str]) -> bool:
         """True when ``toks`` hold two specific values of forget facts (a cheap gate for views)."""
-        vpost, nf, hits = self.ix.value_postings, self.ix.n_forget_facts, 0
-        for t in set(toks):
-            for f, w in vpost.get("w:" + stem(t), ()):
-                if f < nf and w >= 0.9:
-                    hits += 1
-                    break
-            if hits >= 2:
-                return True
-        return False
+        strong = self.ix.strong_stems
+        return len({stem(t) for t in set(toks)} & strong) >= 2
 
     def feed_leet(self, toks: list[str], name: str = "leet") -> None:
         """Consume tokens of a leetspeak view (names, content words, numbers)."""
@@ -400,7 +412,8 @@ class Scanner:
     def _lsn(self, f: int) -> int:
         """Longest n-gram (in tokens) shared with fact ``f`` whose span holds a payload word."""
         hashes = self.ix.fact_grams(f).tolist()
-        if not hashes:
+        seen = self.all_grams
+        if not hashes or not any(h in seen for h in hashes):
             return 0
         payload = set(self.ix.payload[f])
         best = 0
@@ -455,6 +468,7 @@ class Scanner:
     def evidence(self) -> Evidence:
         """Signals from everything consumed so far."""
         ix = self.ix
+        self._flush_grams()
         ev = Evidence()
         mentions = self._resolve()
         # attribution: sentence -> the entities its values belong to
@@ -492,7 +506,7 @@ class Scanner:
                 continue
             retain = [e for e in ents if ix.entity_roles[e] != FORGET]
             q = QUESTION_WEIGHT if s.question else 1.0
-            n_hits = sum(len(h) for h in hits.values())
+            found = False  # does this sentence hold a value of the entity?
             for e in forget:
                 stems[e] |= s.stems
                 lstems[e] |= s.lstems
@@ -510,21 +524,24 @@ class Scanner:
                             continue
                         if retain and self._explained(k, retain, table_of):
                             continue
+                        found = True
                         for f, w in pairs:
                             h = hits[f]
                             if w * q > h.get(k, 0.0):
                                 h[k] = w * q
-                words = {k[2:] for k in s.keys if k.startswith("w:")}
-                for f, span, w in ix.entity_spans.get(e, ()):
-                    if span <= words:
-                        h = hits[f]
-                        key = "s:" + "|".join(sorted(span))
-                        if w * q > h.get(key, 0.0):
-                            h[key] = w * q
+                spans = ix.entity_spans.get(e)
+                if spans:
+                    words = {k[2:] for k in s.keys if k.startswith("w:")}
+                    for f, span, w in spans:
+                        if span <= words:
+                            h = hits[f]
+                            key = "s:" + "|".join(sorted(span))
+                            if w * q > h.get(key, 0.0):
+                                h[key] = w * q
             # the semantic layer sees statements about a forget entity: those naming it, those
             # right after a sentence naming it, and those holding some of its values
             near = i - last_named <= 2
-            if s.toks and not s.question and (near or sum(len(h) for h in hits.values()) > n_hits):
+            if s.toks and not s.question and (near or found):
                 ev.candidates.append(
                     Candidate(_masked(s.toks), tuple(forget), s.question, i == last)
                 )

@@ -179,11 +179,16 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
     ri = li = 0
     for a, b, question, closed in split_sentences(folded):
         seg = folded[a:b]
-        caps = capitalized(cased[a:b]) if use_caps else None
-        scanner.feed(tag, tokens(seg), text=seg, caps=caps)
+        # capitalization is only looked at when a partial name is found (computed then)
+        caps = (lambda a=a, b=b: capitalized(cased[a:b])) if use_caps else None
+        toks = tokens(seg)
+        scanner.feed(tag, toks, text=seg, caps=caps)
         j = joined(seg)
         if j is not None:
-            scanner.feed(tag + "-j", tokens(j), text=j, primary=False)
+            # only the words the joining changed ("alkuwaiti", "1956"): the rest is fed already
+            fresh = [t for t in tokens(j) if t not in set(toks)]
+            if fresh:
+                scanner.feed(tag + "-j", fresh, text=j, primary=False, grams=False)
         if leet:
             scanner.feed_leet(leet_tokens(seg), tag + "-leet")
             if j is not None:

@@ -779,6 +779,7 @@ class GuardIndex:
         self._entity_values: dict[int, dict[str, list[tuple[int, float]]]] = {}
         self._entity_leet_values: dict[int, dict[str, list[tuple[int, float]]]] = {}
         self._ann: dict[str, Any] = {}
+        self._gram_lists: dict[int, list[int]] = {}
 
         self.fact_emb = arrays.get("fact_embeddings")
         self.q_emb = arrays.get("question_embeddings")
@@ -851,6 +852,15 @@ class GuardIndex:
     def fact_grams(self, f: int) -> np.ndarray:
         """The hashed 3-grams of one fact."""
         return self.ngram_hashes[self.ngram_offsets[f] : self.ngram_offsets[f + 1]]
+
+    def fact_gram_list(self, f: int) -> list[int]:
+        """``fact_grams`` as a Python list (cached: the scanner asks for the same facts often)."""
+        got = self._gram_lists.get(f)
+        if got is None:
+            if len(self._gram_lists) > 200_000:
+                self._gram_lists.clear()
+            got = self._gram_lists[f] = self.fact_grams(f).tolist()
+        return got
 
     def gram_postings(self, hashes: np.ndarray) -> list[int]:
         """Facts sharing any of ``hashes`` through a distinctive (capped) n-gram."""

@@ -289,14 +289,15 @@ class Scanner:
         toks: list[str],
         *,
         text: str = "",
-        caps: list[bool] | None = None,
+        caps: list[bool] | Callable[[], list[bool]] | None = None,
         primary: bool = True,
+        grams: bool = True,
     ) -> None:
         """Consume folded tokens of a base-like view into the open sentence.
 
         ``text``: the folded sentence text (numeric dates); ``caps``: per-token capitalization
         (tells another person's name apart); ``primary``: these are the sentence's own tokens
-        (kept, names masked, for the semantic layer).
+        (kept, names masked, for the semantic layer); ``grams``: count them in the n-gram stream.
         """
         if not toks:
             return
@@ -307,6 +308,8 @@ class Scanner:
         ix = self.ix
         if primary:
             sent.toks.extend(toks)
+        if callable(caps):
+            caps = caps() if not ix.alias_last.isdisjoint(toks) else None
         if caps is not None and len(caps) != len(toks):
             caps = None
         self._names(view, toks, ix.aliases, sent, caps, primary)
@@ -316,8 +319,9 @@ class Scanner:
         keys |= value_keys(toks, text)
         sent.keys |= keys
         self._free(stems, keys)
-        vocab = ix.alias_vocab
-        view.stems.extend(s for t, s in zip(toks, stems) if t not in vocab)
+        if grams:
+            vocab = ix.alias_vocab
+            view.stems.extend(s for t, s in zip(toks, stems) if t not in vocab)
 
     def _flush_grams(self) -> None:
         """Hash the n-grams of every view's stems consumed since the last flush (one numpy pass
@@ -411,9 +415,8 @@ class Scanner:
     # -- reading ---------------------------------------------------------------------------
     def _lsn(self, f: int) -> int:
         """Longest n-gram (in tokens) shared with fact ``f`` whose span holds a payload word."""
-        hashes = self.ix.fact_grams(f).tolist()
-        seen = self.all_grams
-        if not hashes or not any(h in seen for h in hashes):
+        hashes = self.ix.fact_gram_list(f)
+        if not hashes or self.all_grams.isdisjoint(hashes):
             return 0
         payload = set(self.ix.payload[f])
         best = 0

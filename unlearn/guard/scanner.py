@@ -6,8 +6,8 @@ there (a partial name several entities share stays *ambiguous* until a full name
 resolve it), its content stems, its value keys (words, numbers, dates) and whether it is a
 question. ``evidence()`` ties values to entities: a sentence's values belong to the entities it
 names, else to those the text was last about (so "He was born in 1956." after a sentence naming
-X is about X), values before any name to the first one named; a value a named retain entity
-also holds is explained by it. From that come threshold-free signals per fact: the most specific
+X is about X) and those named next, values before any name to the first one named; a value a
+named retain entity also holds is explained by it. From that come threshold-free signals per fact: the most specific
 value tied to its entity (``val``), their sum (``vsum``), payload coverage (``cov``), the longest
 shared n-gram (``lsn``), and the entity-free ones (``multi``, ``lsn_free``). Every lookup is a hash
 lookup: nothing scans the list of facts, and the cost depends on the facts touched, not on the
@@ -475,19 +475,22 @@ class Scanner:
         ev = Evidence()
         mentions = self._resolve()
         # attribution: sentence -> the entities its values belong to
-        topic: set[int] = set(self.seed)
-        orphans: list[int] = []
+        # a sentence naming nobody is about the entities named last before it and those named
+        # next after it (pronouns point either way; a distractor in between must not capture it)
         about: list[set[int]] = [set() for _ in self.sentences]
+        following: set[int] = set()
+        for i in range(len(mentions) - 1, -1, -1):
+            if mentions[i]:
+                following = mentions[i]
+            else:
+                about[i] = following
+        topic: set[int] = set(self.seed)
         for i, m in enumerate(mentions):
             if m:
                 topic = m
-                for j in orphans:
-                    about[j] = m
-                orphans.clear()
-            if topic:
-                about[i] = topic
-            else:
-                orphans.append(i)
+                about[i] = m
+            elif topic:
+                about[i] = about[i] | topic
         named = set(self.seed).union(*mentions) if mentions else set(self.seed)
         for e in named:
             (ev.forget_mentioned if ix.entity_roles[e] == FORGET else ev.retain_mentioned).add(e)

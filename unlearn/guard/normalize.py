@@ -534,6 +534,22 @@ _NUMERIC_WORDS = NUMBER_WORDS | frozenset(MONTHS)
 _HAS_DIGIT = re.compile(r"\d")
 
 
+# cardinals only: an ordinal would swallow the next word ("nineteen|thirty" not "nineteenth|irty")
+_CARDINALS = sorted({*_UNITS, *_TENS, *_SCALES, "and"}, key=len, reverse=True)
+_NUMBER_WORD_RUN = re.compile("(?:(?:" + "|".join(_CARDINALS) + "))+")
+_NUMBER_WORD = re.compile("|".join(_CARDINALS))
+
+
+def blob_numbers(blob: str) -> set[str]:
+    """``#N`` keys of number words run together in a spaceless string ("nineteenfortysix")."""
+    out: set[str] = set()
+    for m in _NUMBER_WORD_RUN.finditer(blob):
+        words = _NUMBER_WORD.findall(m.group(0))
+        if any(w != "and" for w in words) and len(m.group(0)) >= 5:
+            out |= value_keys(words)
+    return out
+
+
 def value_keys(toks: Sequence[str], text: str = "") -> set[str]:
     """Canonical value keys of a sentence's folded tokens (and its folded text, for numeric
     dates): ``#N`` for every number, ``mon:M`` for month names, ``md:M-D`` for month-day dates."""

@@ -33,6 +33,7 @@ from unlearn.guard.index import (
 )
 from unlearn.guard.normalize import (
     MONTHS,
+    blob_numbers,
     NUMBER_WORDS,
     STOPWORDS,
     skeleton,
@@ -400,6 +401,7 @@ class Scanner:
                     sent.lkeys.add("w:" + lp)
         for d in re.findall(r"\d{2,9}", run):
             sent.keys.add(f"#{int(d)}")
+        sent.keys |= blob_numbers(run)
         table = self.ix.spaceless
         for i in range(len(run) - 3):
             for alias, owners, kind in table.get(run[i : i + 4], ()):

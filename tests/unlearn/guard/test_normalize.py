@@ -156,3 +156,10 @@ def test_joined_view_removes_punctuation_inside_words():
         "alkuwaiti, basil and stuthemmox's"
     )
     assert joined("plain words only") is None
+
+
+def test_number_words_run_together_in_spaceless_text():
+    from unlearn.guard.normalize import blob_numbers
+
+    assert "#1937" in blob_numbers("drewbreathintheyearnineteenthirtyseven")
+    assert "#2004" in blob_numbers("wonitintwothousandandfour")

@@ -33,9 +33,9 @@ from unlearn.guard.index import (
 )
 from unlearn.guard.normalize import (
     MONTHS,
-    blob_numbers,
     NUMBER_WORDS,
     STOPWORDS,
+    blob_numbers,
     skeleton,
     stem,
     value_keys,

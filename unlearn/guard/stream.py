@@ -97,11 +97,16 @@ class StreamGuard:
         """True once close() released everything (no block)."""
         return self.decision is not None and not self.blocked
 
+    def _audited(self, decision: Decision) -> Decision:
+        """The decision after its audit record (a failed record may turn it into guard_error)."""
+        out = self.guard._audit(decision, self.direction, self.session)
+        return out if isinstance(out, Decision) else decision  # duck-typed guards return None
+
     def _block(self, decision: Decision, audited: bool = False) -> None:
         self.blocked = True
         self._held = self._pending = ""
         if not audited:
-            decision = self.guard._audit(decision, self.direction, self.session)
+            decision = self._audited(decision)
         self.decision = decision
 
     def _consume(self, segment: str) -> None:
@@ -150,7 +155,7 @@ class StreamGuard:
                 g.add_semantic([ev], include_open=include_open)
         decision = g.decide(ev, self.direction, self.session)
         if decision.blocked:
-            self._block(g._audit(decision, self.direction, self.session), audited=True)
+            self._block(self._audited(decision), audited=True)
             return False
         self.decision = decision
         return True

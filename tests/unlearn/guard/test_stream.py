@@ -148,3 +148,12 @@ def test_value_tied_to_the_entity_across_chunks(guard, forget_rows):
     released = _run(sg, text, 3)
     assert sg.blocked and row["id"] in sg.decision.matched_fact_ids
     assert year not in released and "SECRET-TAIL" not in released
+
+
+def test_a_guard_whose_audit_returns_nothing_still_blocks(guard, fact, monkeypatch):
+    # duck-typed guards (the serving layer's test doubles) have an ``_audit`` returning None
+    monkeypatch.setattr(type(guard), "_audit", lambda self, *a, **k: None)
+    sg = StreamGuard(guard)
+    out = _run(sg, BENIGN + fact["answer"] + " tail words here.", 6)
+    assert sg.blocked and sg.decision is not None and sg.decision.reason == "entity_content"
+    assert fact["answer"] not in out

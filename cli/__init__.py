@@ -3,7 +3,7 @@
 
 Library command groups (``data``, ``model``, ``guard``, ``serve``) are modules of this package, each with
 ``register(subparsers)`` adding commands whose ``func(args) -> int`` does the work. Job commands
-(``finetune``, ``run``, ``eval``, ``demo``) hand their arguments to the job module's own
+(``finetune``, ``run``, ``eval``, ``demo``, ``sweep``) hand their arguments to the job module's own
 ``main(argv)``, so ``unlearn eval ...`` and ``python -m jobs.eval ...`` accept the same arguments.
 Heavy imports (torch, transformers, Ray) happen inside the commands: ``unlearn --help`` stays fast.
 """
@@ -43,12 +43,19 @@ def _demo(argv: list[str]) -> int:
     return demo.main(argv)
 
 
+def _sweep(argv: list[str]) -> int:
+    from jobs import sweep
+
+    return sweep.main(argv)
+
+
 # command -> (the job's main, one line of help); each job parses its own arguments
 JOBS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "finetune": (_finetune, "fine-tune a model on Ray Train (target or retain-only model)"),
     "run": (_run, "run an unlearning method on Ray Train"),
     "eval": (_eval, "evaluate a model (forget quality, model utility, MIA, ...) on Ray"),
     "demo": (_demo, "synthetic data -> tiny model -> NPO vs GA -> evaluation verdict"),
+    "sweep": (_sweep, "Ray Tune sweep of unlearning runs: Pareto front of forgetting vs utility"),
 }
 
 

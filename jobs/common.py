@@ -31,8 +31,21 @@ FAULT_EPOCH = "UNLEARN_FAULT_AFTER_EPOCH"
 FAULT_MARKER = "UNLEARN_FAULT_MARKER"
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to a cluster (``address`` or RAY_ADDRESS), else start an embedded local one on loopback."""
+def init_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    *,
+    dashboard: bool = False,
+    dashboard_port: int | None = None,
+) -> None:
+    """Connect to a cluster (``address`` or RAY_ADDRESS), else start an embedded local one on loopback.
+
+    ``dashboard=True`` (what Tune driving Train needs, see docs/architecture.md) starts the local
+    Ray with its dashboard on 127.0.0.1 (``dashboard_port``, default a free port), and points
+    every Ray process's State API at it: Train's placement-group cleaner polls the State API, and
+    without a dashboard (or when it finds another Ray instance on the host) a trial stopped early
+    leaks its workers' placement group and the next trial waits forever.
+    """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -44,15 +57,39 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     logs = os.environ.get("UNLEARN_RAY_LOGS") == "1"
     if address:
         ray.init(address=address, log_to_driver=logs)
-    else:
-        ray.init(
-            # "local": always start an embedded cluster, never join one a `ray start` left behind
-            address="local",
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=logs,
-            _node_ip_address="127.0.0.1",
-        )
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False}
+    if dashboard:
+        port = dashboard_port or free_port()
+        # inherited by the raylet and so by every worker and actor of this local cluster
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        log_to_driver=logs,
+        _node_ip_address="127.0.0.1",
+        **kwargs,
+    )
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dashboard_url() -> str | None:
+    """The running cluster's dashboard address (host:port), None when it runs without one."""
+    from ray._private import ray_constants
+    from ray.experimental import internal_kv
+
+    value = internal_kv._internal_kv_get(
+        ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD
+    )
+    return value.decode() if value else None
 
 
 @ray.remote(num_cpus=0)
@@ -125,7 +162,10 @@ class RaySession:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: rebuild the typed config, join DeepSpeed to Ray's group, train."""
+    """Ray Train's per-worker function: rebuild the typed config, join DeepSpeed to Ray's group, train.
+
+    ``config["session"]`` may name another Session class (a RaySession subclass, e.g. the sweep's)
+    and ``config["session_args"]`` its extra arguments."""
     cfg = build(RunConfig, config["run"])
     if cfg.backend.kind == "deepspeed":
         import deepspeed
@@ -133,7 +173,37 @@ def train_worker(config: dict[str, Any]) -> None:
         deepspeed.init_distributed(
             "nccl" if torch.cuda.is_available() and cfg.scaling.use_gpu else "gloo"
         )
-    train(cfg, RaySession(config.get("board")))
+    session_class = config.get("session") or RaySession
+    train(cfg, session_class(config.get("board"), **(config.get("session_args") or {})))
+
+
+class TensorBoardCallback(ray.train.UserCallback):
+    """Ray Train callback (runs in the controller): each epoch's report into TensorBoard event
+    files under ``logdir`` (``unlearn.tracking.ScalarLog``: loss terms, lr, grad norm, forget
+    quality, model utility, privleak, score, ...), the epoch as the step."""
+
+    def __init__(
+        self, logdir: str, storage_options: dict | None = None, epoch_offset: int = 1
+    ) -> None:
+        self.logdir = logdir
+        self.storage_options = storage_options
+        self.epoch_offset = epoch_offset  # the engine's epoch is 0-based: step 1 = first epoch
+        self._log: Any = None
+
+    def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+        """Write rank 0's metrics (best-effort: TensorBoard never fails a run)."""
+        try:
+            if self._log is None:
+                from unlearn.tracking import ScalarLog
+
+                self._log = ScalarLog(self.logdir, self.storage_options)
+            m = metrics[0]
+            self._log.log(m, int(m.get("epoch", 0)) + self.epoch_offset)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: TensorBoard logging to {self.logdir} failed: {exc}", file=sys.stderr)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_log": None}  # the writer stays in the process that made it
 
 
 def storage_for(cfg: RunConfig) -> tuple[str, Any]:
@@ -171,27 +241,45 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     )
 
 
-def run_training(
-    cfg: RunConfig, *, address: str | None = None, show_progress: bool = True
-) -> dict[str, Any]:
-    """Drive one Ray Train run and return its run.json summary."""
+def prepare_run(cfg: RunConfig) -> str:
+    """Check and record the run dir (``unlearn.engine.run_dir.prepare``): "new" or "resume"."""
+    dataset = Dataset(cfg.data.path, cfg.data.storage_options)
+    return run_dir.prepare(cfg, data_hashes(cfg, dataset))
+
+
+def make_trainer(
+    cfg: RunConfig,
+    *,
+    board: Any = None,
+    callbacks: list[Any] | None = None,
+    session: type | None = None,
+    session_args: dict[str, Any] | None = None,
+    tensorboard: bool = True,
+) -> Any:
+    """The ``TorchTrainer`` of one run: workers as ``cfg.scaling`` says, checkpoints under the run
+    dir (``RunConfig(name="train")``: re-running resumes), TensorBoard events in
+    ``<run>/tensorboard`` unless ``tensorboard=False``, plus ``callbacks``."""
     from ray.train.torch import TorchTrainer
 
-    cfg = absolute_paths(cfg)
-
-    dataset = Dataset(cfg.data.path, cfg.data.storage_options)
-    mode = run_dir.prepare(cfg, data_hashes(cfg, dataset))
-    init_ray(address)
-    board = ProgressBoard.remote()
     path, fs = storage_for(cfg)
     env = {
         "DS_ACCELERATOR": "cuda" if cfg.scaling.use_gpu else "cpu",
         "TOKENIZERS_PARALLELISM": "false",
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith(("AWS_", "UNLEARN_", "HF_"))})
-    trainer = TorchTrainer(
+    callbacks = list(callbacks or [])
+    if tensorboard:
+        callbacks.append(
+            TensorBoardCallback(run_dir.path(cfg, "tensorboard"), cfg.output.storage_options)
+        )
+    return TorchTrainer(
         train_worker,
-        train_loop_config={"run": to_dict(cfg), "board": board},
+        train_loop_config={
+            "run": to_dict(cfg),
+            "board": board,
+            "session": session,
+            "session_args": session_args,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
@@ -207,8 +295,20 @@ def run_training(
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.output.keep_checkpoints),
             worker_runtime_env={"env_vars": env},
+            callbacks=callbacks,
         ),
     )
+
+
+def run_training(
+    cfg: RunConfig, *, address: str | None = None, show_progress: bool = True
+) -> dict[str, Any]:
+    """Drive one Ray Train run and return its run.json summary."""
+    cfg = absolute_paths(cfg)
+    mode = prepare_run(cfg)
+    init_ray(address)
+    board = ProgressBoard.remote()
+    trainer = make_trainer(cfg, board=board)
     if mode == "resume":
         print(f"resuming the unfinished run in {cfg.output.dir}")
     result: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from unlearn.engine.config import RunConfig
 from unlearn.engine.distributed import all_gather_objects, barrier
 from unlearn.eval import (
     EvalConfig,
+    flat_numbers,
     cached_reference,
     evaluate_shard,
     merge_shards,
@@ -26,7 +27,8 @@ from unlearn.eval import (
 from unlearn.methods import Method
 from unlearn.models import load_model, model_hash
 
-# The numbers copied from the merged metrics into the per-epoch record and the session's report.
+# The summary numbers of the per-epoch record; the record also holds every split metric and MIA
+# AUC under ``unlearn.eval.flat_numbers`` names (``forget.rouge_l_recall``, ``mia.min_k``, ...).
 HEADLINE = ("forget_quality", "model_utility", "privleak", "score")
 
 
@@ -123,5 +125,6 @@ class EpochEvaluator:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The per-epoch numbers kept in history and in the session's per-epoch report."""
-    return {k: metrics.get(k) for k in HEADLINE}
+    """The per-epoch numbers kept in history and in the session's per-epoch report: the summary
+    numbers, then every split metric and MIA AUC (``unlearn.eval.flat_numbers``)."""
+    return flat_numbers(metrics)

@@ -9,7 +9,7 @@ process.
 """
 
 from unlearn.eval.config import EvalConfig
-from unlearn.eval.document import metrics_document, write_metrics
+from unlearn.eval.document import flat_numbers, metrics_document, write_metrics
 from unlearn.eval.merge import evaluate, merge_shards, split_metrics
 from unlearn.eval.metrics import METRICS, MIA_ATTACKS, SPLIT_METRICS, get_metric, selection_score
 from unlearn.eval.reference import (
@@ -32,6 +32,7 @@ __all__ = [
     "evaluate",
     "evaluate_records",
     "evaluate_shard",
+    "flat_numbers",
     "get_metric",
     "merge_shards",
     "metrics_document",

@@ -53,3 +53,25 @@ def write_metrics(
 ) -> None:
     """Write metrics.json (local or S3, atomically)."""
     storage.write_bytes(path, dumps(document).encode(), storage_options)
+
+
+def flat_numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The evaluation's numbers as one flat mapping, the names objectives and dashboards use.
+
+    ``forget_quality``, ``model_utility``, ``privleak``, ``score``; ``<role>.<metric>`` for the
+    forget / retain / holdout splits (``forget.rouge_l_recall``: role names, so a config works on
+    any dataset's split names); ``<split>.<metric>`` for utility splits (``world_facts.probability``);
+    ``mia.<attack>`` for MIA AUCs (forget vs holdout). Null where the evaluation computed nothing.
+    """
+    out: dict[str, float | None] = {
+        k: metrics.get(k) for k in ("forget_quality", "model_utility", "privleak", "score")
+    }
+    roles = metrics.get("roles") or {}
+    for split, values in (metrics.get("splits") or {}).items():
+        role = roles.get(split)
+        prefix = role if role in ("forget", "retain", "holdout") else split
+        for name, value in values.items():
+            out[f"{prefix}.{name}"] = value
+    for attack, result in (metrics.get("mia") or {}).items():
+        out[f"mia.{attack}"] = result.get("auc")
+    return out

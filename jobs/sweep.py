@@ -322,7 +322,8 @@ class SweepSession(RaySession):
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
         """Report through Ray Train (TuneReportCallback forwards rank 0's metrics to Tune)."""
-        out = derive(metrics)
+        # eval_epoch / at_step repeat epoch and step (0-based epoch: dropped, to keep one count)
+        out = {k: v for k, v in derive(metrics).items() if k not in ("eval_epoch", "at_step")}
         for k in self.required:
             if not isinstance(out.get(k), int | float):
                 out[k] = float("nan")
@@ -534,8 +535,7 @@ def write_results(plan: Plan, rows: list[dict[str, Any]], trials: list[dict[str,
             run = trial_config(plan, r["config"], r["trial_id"])
             export_checkpoint(run, r["checkpoint"], dest, opts)
             models[i] = dest
-    guard = guard_index(plan)
-    doc = results.pareto_document(rows, front, plan.objectives, models, guard)
+    doc = add_serve_args(results.pareto_document(rows, front, plan.objectives, models), plan)
     results.write_trials(storage.join(cfg.out, results.TRIALS_FILE), rows, opts)
     write_sweep_report(
         storage.join(cfg.out, results.HTML_FILE),
@@ -548,6 +548,7 @@ def write_results(plan: Plan, rows: list[dict[str, Any]], trials: list[dict[str,
         title=f"unlearn sweep: {cfg.out}",
         notes=plan.notes,
         commands={
+            **({"serve the front": doc["serve_command"]} if doc["serve_command"] else {}),
             "TensorBoard (loss, lr, forget quality, utility per epoch)": (
                 f"tensorboard --logdir {storage.join(cfg.out, 'trials')}"
             ),
@@ -556,6 +557,27 @@ def write_results(plan: Plan, rows: list[dict[str, Any]], trials: list[dict[str,
         },
     )
     results.write_pareto(storage.join(cfg.out, results.PARETO_FILE), doc, opts)
+    return doc
+
+
+def add_serve_args(doc: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """pareto.json's ``unlearn serve`` arguments: per trial ``serve_args`` (``--model ID=PATH
+    --guard ID=INDEX``), and ``serve_args`` / ``serve_command`` serving the whole front."""
+    import shlex
+
+    guard = guard_index(plan)
+    every: list[str] = []
+    for t in doc["trials"]:
+        args: list[str] = []
+        if t["model_path"]:
+            args = ["--model", f"{t['model_id']}={t['model_path']}"]
+            if guard is not None:
+                args += ["--guard", f"{t['model_id']}={guard}"]
+        t["serve_args"] = args
+        every += args
+    doc["guard_index"] = guard
+    doc["serve_args"] = every
+    doc["serve_command"] = shlex.join(["unlearn", "serve", *every]) if every else None
     return doc
 
 

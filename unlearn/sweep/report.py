@@ -2,8 +2,9 @@
 
 Sections: the objectives and counts; the Pareto front (every trial-epoch faded, each trial's
 epochs joined by a faint line, the front highlighted and joined); every hyperparameter against
-every objective (the front highlighted again); the table of the front with each model's path and
-the ``unlearn serve`` command; every trial's last epoch and status; how to open the dashboards.
+every objective (the front highlighted again); the table of the front with each model's path;
+every trial's last epoch and status; the commands the caller gives (dashboards, how to run the
+front's models).
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ def _param_plots(
                 ax.set_xticks(range(len(cats)))
                 ax.set_xticklabels(cats, fontsize=8)
             elif log:
+                from matplotlib.ticker import NullFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled decades only
             ax.set_xlabel(key, fontsize=9)
             ax.set_ylabel(name, fontsize=9)
             ax.tick_params(labelsize=8)
@@ -199,10 +203,6 @@ def render_sweep(
             + [f"<code>{html.escape(str(t.get('model_path') or ''))}</code>"]
         )
     parts.append(_table(["trial", "epoch", *map(html.escape, keys), *names, "model"], table, 2))
-    if pareto.get("serve_command"):
-        parts.append(
-            f"<p>Serve the front: <code>{html.escape(pareto['serve_command'])}</code></p>"
-        )
 
     parts.append("<h2>Trials</h2>")
     last = {}
@@ -226,7 +226,7 @@ def render_sweep(
         )
     )
     if commands:
-        parts.append("<h2>Dashboards and files</h2><ul>")
+        parts.append("<h2>Commands</h2><ul>")
         for label, line in commands.items():
             parts.append(f"<li>{html.escape(label)}: <code>{html.escape(line)}</code></li>")
         parts.append("</ul>")

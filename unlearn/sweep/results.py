@@ -6,9 +6,9 @@
 reported (losses, lr, the evaluation's numbers, derived ones such as ``abs_privleak``).
 
 ``pareto.json`` = ``{"objectives": {name: "max"|"min"}, "trials": [{"trial_id", "epoch",
-"config", "metrics", "model_path", "model_id", "serve_args"}], "serve_args", "serve_command"}``:
-exactly the non-dominated rows among those with a checkpoint (``unlearn.sweep.pareto``), with the
-exported model of each and the ``unlearn serve`` arguments that serve them all.
+"config", "metrics", "model_path", "model_id"}, ...]}``: exactly the non-dominated rows among
+those with a checkpoint (``unlearn.sweep.pareto``), with the exported model of each; the command
+line adds how to run the front's models.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,22 +104,11 @@ def model_id(row: dict[str, Any]) -> str:
     return f"{row['trial_id']}-e{row['epoch']}"
 
 
-def serve_args(model_ids_paths: Sequence[tuple[str, str]], guard_index: str | None) -> list[str]:
-    """``unlearn serve`` arguments: ``--model ID=PATH`` (and ``--guard ID=INDEX``) per model."""
-    args: list[str] = []
-    for mid, path in model_ids_paths:
-        args += ["--model", f"{mid}={path}"]
-        if guard_index is not None:
-            args += ["--guard", f"{mid}={guard_index}"]
-    return args
-
-
 def pareto_document(
     rows: Sequence[dict[str, Any]],
     front: Sequence[int],
     objectives: dict[str, str],
     model_paths: dict[int, str],
-    guard_index: str | None,
 ) -> dict[str, Any]:
     """pareto.json (see the module docstring); ``model_paths``: front index -> exported model."""
     trials = []
@@ -136,18 +124,9 @@ def pareto_document(
                 "metrics": {k: v for k, v in r["metrics"].items() if _jsonable(v)},
                 "model_path": path,
                 "model_id": mid,
-                "serve_args": serve_args([(mid, path)], guard_index) if path else [],
             }
         )
-    pairs = [(t["model_id"], t["model_path"]) for t in trials if t["model_path"]]
-    args = serve_args(pairs, guard_index)
-    return {
-        "objectives": dict(objectives),
-        "trials": trials,
-        "guard_index": guard_index,
-        "serve_args": args,
-        "serve_command": shlex.join(["unlearn", "serve", *args]) if args else None,
-    }
+    return {"objectives": dict(objectives), "trials": trials}
 
 
 def _jsonable(v: Any) -> bool:

@@ -283,21 +283,25 @@ class SearchSpace:
                 )
 
     def _check_values(self) -> None:
-        """Build a run config at every choice and both ends of every range, for each method."""
+        """Build a run config at every choice and both ends of every range (one parameter at a
+        time, the others at the base run's values), for each method."""
         for method in self.methods:
-            start = self.first_point(method)
-            self.run_config(start)
+            try:
+                self.run_config({METHOD_KEY: method})
+            except ConfigError as exc:
+                raise ConfigError(f"run (with method {method}): {exc}") from None
             for p in self.params:
                 if p.name == METHOD_KEY or not self.applies(p, method):
                     continue
                 for v in p.ends():
                     try:
-                        self.run_config({**start, p.name: v})
+                        self.run_config({METHOD_KEY: method, p.name: v})
                     except ConfigError as exc:
                         raise ConfigError(
                             f"space.{p.name} = {v!r} (method {method}) is refused by the run "
                             f"config: {exc}"
                         ) from None
+            self.run_config(self.first_point(method))
 
     def applies(self, p: Param, method: str) -> bool:
         """Whether parameter ``p`` is set on a run of ``method``."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from ray.tune.schedulers import ASHAScheduler
 
 from jobs.common import RaySession, absolute_paths
 from unlearn import storage
@@ -43,6 +44,7 @@ from unlearn.sweep.space import SearchSpace
 
 CONFIG_FILE = "sweep.yaml"
 TUNE_DIR = "tune"
+ASHA_STATE = "asha_rungs.json"
 # keys Tune adds to every result (not the run's numbers)
 TUNE_KEYS = {
     "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
@@ -392,10 +394,65 @@ def trainable(plan: Plan) -> Any:
     )
 
 
+class PersistentASHA(ASHAScheduler):
+    """ASHA whose rungs (each rung's recorded trial scores) survive ``--resume``: Tune checkpoints
+    the searcher but not the scheduler, so a restored sweep would start with empty rungs and no
+    trial could be stopped against the ones that finished before the interruption. The rungs are
+    written to ``OUT/asha_rungs.json`` after every decision and read back on first use."""
+
+    def __init__(self, *args: Any, state_path: str, storage_options: dict | None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._state_path = state_path
+        self._state_options = storage_options
+        self._loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if not storage.exists(self._state_path, self._state_options):
+            return
+        saved = json.loads(storage.read_bytes(self._state_path, self._state_options))
+        for bracket, rungs in zip(self._brackets, saved["brackets"]):
+            by_milestone = {float(m): rec for m, rec in rungs}
+            for milestone, recorded in bracket._rungs:
+                recorded.update(by_milestone.get(float(milestone), {}))
+
+    def _save(self) -> None:
+        state = {"brackets": [[[m, rec] for m, rec in b._rungs] for b in self._brackets]}
+        storage.write_bytes(self._state_path, json.dumps(state).encode(), self._state_options)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        """Assign a bracket (restored trials too)."""
+        self._load()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        """ASHA's decision, then the rungs are saved."""
+        self._load()
+        if trial.trial_id not in self._trial_info:  # restored without on_trial_add
+            super().on_trial_add(tune_controller, trial)
+        action = super().on_trial_result(tune_controller, trial, result)
+        self._save()
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        """Record the final result, then save."""
+        self._load()
+        if trial.trial_id not in self._trial_info:
+            return
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save()
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        """Forget the trial's bracket (tolerates trials restored without one)."""
+        self._trial_info.pop(trial.trial_id, None)
+
+
 def make_tuner(plan: Plan, concurrent: int) -> Any:
     """The Tuner: Optuna (multi-objective) proposes, ASHA stops, Tune runs ``run_trial``."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     cfg = plan.cfg
@@ -407,7 +464,9 @@ def make_tuner(plan: Plan, concurrent: int) -> Any:
         points_to_evaluate=plan.points or None,
     )
     if cfg.asha.enabled:
-        scheduler: Any = ASHAScheduler(
+        scheduler: Any = PersistentASHA(
+            state_path=storage.join(cfg.out, ASHA_STATE),
+            storage_options=cfg.storage_options,
             time_attr="epoch",  # epochs completed (a restored trial continues its count)
             metric=cfg.asha.metric,
             mode=cfg.asha.mode,

@@ -23,6 +23,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/unlearn demo --out $(DEMO_OUT) --overwrite
 
+# A small Ray Tune sweep (6 trials, up to 3 epochs, NPO / SimNPO / GradDiff) on the demo's tiny
+# models, into runs/sweep-demo/ (sweep.html, pareto.json, trials.parquet); runs the demo first
+# unless runs/demo already holds its target and retain-only models.
+.PHONY: sweep-demo
+sweep-demo: $(STAMP)
+	test -f $(DEMO_OUT)/retain/model/config.json -a -f $(DEMO_OUT)/target/model/config.json || $(VENV)/bin/unlearn demo --out $(DEMO_OUT)
+	$(VENV)/bin/unlearn sweep --config examples/sweep_tiny.yaml --overwrite out=runs/sweep-demo run.data.path=$(DEMO_OUT)/data run.model.path=$(DEMO_OUT)/target/model run.model.retain_model=$(DEMO_OUT)/retain/model
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

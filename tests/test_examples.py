@@ -18,6 +18,10 @@ def config_class(path: Path) -> type:
         from jobs.demo import DemoConfig
 
         return DemoConfig
+    if path.name.startswith("sweep"):
+        from jobs.sweep import SweepConfig
+
+        return SweepConfig
     return RunConfig
 
 
@@ -26,6 +30,12 @@ def test_shipped_config_loads(path):
     cfg = load_config(config_class(path), path, ["out=runs/x"] if path.name == "demo.yaml" else [])
     if isinstance(cfg, RunConfig):
         assert cfg.data.path and cfg.model.path and cfg.output.dir
+    if path.name.startswith("sweep"):
+        from unlearn.sweep import SearchSpace
+
+        space = SearchSpace(cfg.space, {**cfg.run, "output": {"dir": "runs/x"}})  # a valid space
+        for i, point in enumerate(cfg.search.points):
+            space.check_point(point, f"search.points[{i}]")
     assert path.read_text().startswith("#")  # each starts with how to launch it
     assert "unlearn " in path.read_text().splitlines()[0] + "".join(
         path.read_text().splitlines()[1:5]

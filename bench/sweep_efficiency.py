@@ -95,7 +95,9 @@ def draw_points(n: int, seed: int) -> list[dict]:
     ]
 
 
-def sweep_config(data: Path, target: Path, retain: Path, out: Path, points: list, epochs: int, asha: bool) -> dict:
+def sweep_config(
+    data: Path, target: Path, retain: Path, out: Path, points: list, epochs: int, asha: bool
+) -> dict:
     """One sweep's YAML: the given points, ASHA on or off."""
     return {
         "out": str(out),
@@ -149,7 +151,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="/tmp/unlearn-sweep-bench")
-    p.add_argument("--demo", help="use a demo run's data / target / retain instead of building them")
+    p.add_argument(
+        "--demo", help="use a demo run's data / target / retain instead of building them"
+    )
     args = p.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)

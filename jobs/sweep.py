@@ -198,7 +198,9 @@ def base_run(cfg: SweepConfig) -> dict[str, Any]:
     if "dir" in output:
         raise ConfigError("run.output.dir: the sweep sets it (OUT/trials/<trial id>)")
     if output.get("checkpoint_every", 1) != 1:
-        raise ConfigError("run.output.checkpoint_every: a sweep reports and checkpoints every epoch")
+        raise ConfigError(
+            "run.output.checkpoint_every: a sweep reports and checkpoints every epoch"
+        )
     run["output"] = {
         **output,
         "dir": storage.join(cfg.out, "trials", "_check"),
@@ -241,8 +243,13 @@ def make_plan(cfg: SweepConfig) -> Plan:
                 f"space.method: {method} edits the weights once (no epochs to evaluate or stop); "
                 "run it with `unlearn run`"
             )
-        for path, what in ((run.model.path, "run.model.path"), (run.model.retain_model, "run.model.retain_model")):
-            if path and not storage.exists(storage.join(path, "config.json"), run.model.storage_options):
+        for path, what in (
+            (run.model.path, "run.model.path"),
+            (run.model.retain_model, "run.model.retain_model"),
+        ):
+            if path and not storage.exists(
+                storage.join(path, "config.json"), run.model.storage_options
+            ):
                 raise DataError(f"{what}: {path} holds no model (config.json)")
         dataset = Dataset(run.data.path, run.data.storage_options)
         for name, why in produced_numbers(run, dataset).items():
@@ -602,7 +609,9 @@ def write_results(plan: Plan, rows: list[dict[str, Any]], trials: list[dict[str,
         rows=rows,
         front=front,
         pareto=doc,
-        params=[(p.name, p.describe(), p.kind == "loguniform" or p.log) for p in plan.space.sampled],
+        params=[
+            (p.name, p.describe(), p.kind == "loguniform" or p.log) for p in plan.space.sampled
+        ],
         trials=trials,
         title=f"unlearn sweep: {cfg.out}",
         notes=plan.notes,
@@ -734,7 +743,9 @@ def drive(plan: Plan, *, resume: bool, address: str | None) -> int:
         return 1
     rows, trials = collect_rows(grid, plan)
     if not rows:
-        errors = [t["error"] for t in trials if t["error"]] or [str(r.error) for r in grid if r.error]
+        errors = [t["error"] for t in trials if t["error"]] or [
+            str(r.error) for r in grid if r.error
+        ]
         raise DataError(f"no trial reported an epoch; first error: {errors[0] if errors else '?'}")
     doc = write_results(plan, rows, trials)
     failed = [t for t in trials if t["status"] == "ERROR"]
@@ -755,7 +766,9 @@ def drive(plan: Plan, *, resume: bool, address: str | None) -> int:
 def parser() -> argparse.ArgumentParser:
     """``unlearn sweep`` / ``python -m jobs.sweep``."""
     p = argparse.ArgumentParser(
-        prog="unlearn sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="unlearn sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="the sweep's YAML (local or s3://)")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted sweep in DIR")

@@ -1,6 +1,6 @@
 """TensorBoard event files for a run, written as it goes, local or on S3.
 
-``ScalarLog(logdir)`` appends scalars to one event file (tensorboardX) in a local staging
+``ScalarLog(logdir)`` appends scalars to one event file (tensorboardX's record writer) in a local staging
 directory and, after each ``flush``, copies the whole file to ``logdir`` (a local path or
 ``s3://``), so ``tensorboard --logdir`` (pointed at a local copy for S3) shows the run while it
 trains. Each writer has its own file name, so a resumed run adds a file beside the old one and
@@ -16,12 +16,21 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from unlearn import storage
 
-TRAIN_KEYS = ("forget_loss", "retain_loss", "loss", "lr", "grad_norm", "tokens_per_s", "step_time_s")
+TRAIN_KEYS = (
+    "forget_loss",
+    "retain_loss",
+    "loss",
+    "lr",
+    "grad_norm",
+    "tokens_per_s",
+    "step_time_s",
+)
 SKIP = {"epoch", "step", "at_step", "eval_epoch"}
 
 
@@ -42,17 +51,23 @@ class ScalarLog:
     """One TensorBoard event file under ``logdir`` (see the module docstring)."""
 
     def __init__(self, logdir: str, storage_options: dict[str, Any] | None = None):
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
 
         self.logdir = logdir
         self.storage_options = storage_options
         self._local = Path(tempfile.mkdtemp(prefix="unlearn-tb-"))
-        self._writer = SummaryWriter(logdir=str(self._local), flush_secs=3600)
+        # the synchronous record writer (SummaryWriter queues events to a thread: a flush does
+        # not wait for them, and a copy made right after would miss the last epoch)
+        self._writer = EventsWriter(str(self._local / "events"))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Add one epoch's scalars at ``step`` and publish the event file."""
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        now = time.time()
         for tag, value in scalar_tags(metrics).items():
-            self._writer.add_scalar(tag, value, step)
+            self._writer.write_event(Event(wall_time=now, step=step, summary=scalar(tag, value)))
         self.flush()
 
     def flush(self) -> None:
@@ -60,7 +75,9 @@ class ScalarLog:
         self._writer.flush()
         for f in self._local.glob("events.out.tfevents.*"):
             # a whole-file replace (rename locally, one PUT on S3): readers never see half a file
-            storage.write_bytes(storage.join(self.logdir, f.name), f.read_bytes(), self.storage_options)
+            storage.write_bytes(
+                storage.join(self.logdir, f.name), f.read_bytes(), self.storage_options
+            )
 
     def close(self) -> None:
         """Flush and remove the staging directory."""

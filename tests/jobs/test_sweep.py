@@ -2,7 +2,7 @@
 
 One real sweep serves the slow checks (about 3-4 minutes here): 4 trials of NPO / GradDiff, 2 at
 a time (1 Train worker of 0.99 CPU each, the trial itself 0.01 CPU), the first two known-good
-points, the last two hopeless (a learning rate that changes nothing). The driver (a subprocess of
+points, the last two hopeless (learning rates that wreck the model). The driver (a subprocess of
 its own, with its own local Ray) is killed once the first two trials finished and a third started,
 then `unlearn sweep --resume` finishes the sweep. Checked: nothing finished ran again; the
 trials table holds every trial and epoch; pareto.json is the non-dominated set recomputed here;
@@ -13,6 +13,7 @@ TensorBoard event files carry loss, lr, forget quality and utility per epoch.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -33,9 +34,9 @@ GOOD = [
     {"method": "npo", "lr": 4.0e-3},
     {"method": "graddiff", "lr": 3.0e-3},
 ]
-HOPELESS = [
-    {"method": "npo", "lr": 1.0e-6},
-    {"method": "graddiff", "lr": 1.0e-6},
+HOPELESS = [  # learning rates that wreck the model (utility near 0)
+    {"method": "graddiff", "lr": 5.0e-2},
+    {"method": "npo", "lr": 1.0e-1},
 ]
 
 
@@ -101,7 +102,7 @@ def sweep_config(data, target, retain, out, **extra) -> dict:
         },
         "space": {
             "method": {"choice": ["npo", "graddiff"]},
-            "lr": {"loguniform": [1.0e-6, 1.0e-2]},
+            "lr": {"loguniform": [1.0e-6, 1.0e-1]},
         },
         "search": {"algorithm": "random", "num_samples": 4, "seed": 0, "points": GOOD + HOPELESS},
         "asha": {"grace_period": 1, "reduction_factor": 2},
@@ -134,7 +135,10 @@ def swept(tiny_data, models, tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     out = root / "out"
     cfg_file = root / "sweep.yaml"
-    cfg_file.write_text(yaml.safe_dump(sweep_config(tiny_data, *models, out)))
+    cfg = sweep_config(tiny_data, *models, out)
+    if importlib.util.find_spec("mlflow") is not None:  # the optional extra
+        cfg["tracking"] = {"mlflow_tracking_uri": f"sqlite:///{root}/mlflow.db"}
+    cfg_file.write_text(yaml.safe_dump(cfg))
     log = open(root / "first.log", "w")
     proc = subprocess.Popen(
         [*UNLEARN, "sweep", "--config", str(cfg_file)],
@@ -149,8 +153,16 @@ def swept(tiny_data, models, tmp_path_factory):
     try:
         while time.time() < deadline and proc.poll() is None:
             done = finished_trials(out)
-            started = [p for p in (out / "trials").glob("*") if p.name != "_check"] if (out / "trials").exists() else []
-            states = list((out / "tune").glob("experiment_state-*.json")) if (out / "tune").exists() else []
+            started = (
+                [p for p in (out / "trials").glob("*") if p.name != "_check"]
+                if (out / "trials").exists()
+                else []
+            )
+            states = (
+                list((out / "tune").glob("experiment_state-*.json"))
+                if (out / "tune").exists()
+                else []
+            )
             if len(done) >= 2 and len(started) >= 3 and states:
                 newest_state = max(s.stat().st_mtime for s in states)
                 if newest_state > max(done.values()) + 1:
@@ -226,8 +238,8 @@ def test_asha_stopped_a_hopeless_trial(swept):
     lr = df.groupby("trial_id")["config/train.lr"].first()
     stopped = epochs[epochs < 3].index
     assert len(stopped) >= 1
-    assert all(lr[t] == 1.0e-6 for t in stopped)  # only hopeless ones
-    assert all(epochs[t] == 3 for t in lr.index if lr[t] > 1e-4)  # the good ones ran fully
+    assert all(lr[t] >= 5.0e-2 for t in stopped)  # only hopeless ones
+    assert all(epochs[t] == 3 for t in lr.index if lr[t] < 1e-2)  # the good ones ran fully
 
 
 @pytest.mark.slow
@@ -336,6 +348,20 @@ def test_tensorboard_has_loss_lr_forget_quality_and_utility_per_epoch(swept):
             assert steps.get(tag) == {1, 2, 3}, (trial_dir.name, tag, steps.get(tag))
 
 
+@pytest.mark.slow
+def test_mlflow_has_every_trial_when_a_tracking_uri_is_set(swept):
+    mlflow = pytest.importorskip("mlflow")
+    out, *_ = swept
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{out.parent}/mlflow.db")
+    exp = client.get_experiment_by_name("unlearn-sweep")
+    runs = client.search_runs([exp.experiment_id])
+    names = {r.data.tags.get("trial_name", r.info.run_name) for r in runs}
+    tune_trials = {p.name.split("_")[2] for p in (out / "tune").glob("run_trial_*")}
+    assert all(any(t in n for n in names) for t in tune_trials), names
+    logged = [r for r in runs if "forget_quality" in r.data.metrics]
+    assert logged and all(0 <= r.data.metrics["forget_quality"] <= 1 for r in logged)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: a clear error before anything starts (no Ray, nothing written)
 
@@ -344,14 +370,28 @@ def test_tensorboard_has_loss_lr_forget_quality_and_utility_per_epoch(swept):
     "change, message",
     [
         ({"space": {}}, "search space is empty"),
-        ({"space": {"method": {"choice": ["ga"]}, "beta": {"uniform": [0.1, 0.5]}}}, "unknown parameter 'beta' for the chosen method"),
+        (
+            {"space": {"method": {"choice": ["ga"]}, "beta": {"uniform": [0.1, 0.5]}}},
+            "unknown parameter 'beta' for the chosen method",
+        ),
         ({"objectives": {"forget.bleu": "max"}}, "does not produce 'forget.bleu'"),
-        ({"objectives": {"privleak": "min"}, "retain": None}, "cannot compute 'privleak' here: no retain model"),
-        ({"asha": {"metric": "retain.colour"}}, "asha.metric.retain.colour: the evaluation does not produce"),
-        ({"space": {"method": {"choice": ["ssd"]}, "lr": {"uniform": [0.1, 0.2]}}}, "edits the weights once"),
+        (
+            {"objectives": {"privleak": "min"}, "retain": None},
+            "cannot compute 'privleak' here: no retain model",
+        ),
+        (
+            {"asha": {"metric": "retain.colour"}},
+            "asha.metric.retain.colour: the evaluation does not produce",
+        ),
+        (
+            {"space": {"method": {"choice": ["ssd"]}, "lr": {"uniform": [0.1, 0.2]}}},
+            "edits the weights once",
+        ),
     ],
 )
-def test_bad_input_is_refused_before_launching(tiny_data, nano_model_dir, tmp_path, change, message, capsys):
+def test_bad_input_is_refused_before_launching(
+    tiny_data, nano_model_dir, tmp_path, change, message, capsys
+):
     from cli import main
 
     retain = change.pop("retain", nano_model_dir)
@@ -367,8 +407,8 @@ def test_bad_input_is_refused_before_launching(tiny_data, nano_model_dir, tmp_pa
 
 def test_resources_are_checked_against_the_cluster():
     from jobs.sweep import Plan, SweepConfig, check_resources
-    from unlearn.sweep import SearchSpace
     from unlearn.errors import ConfigError
+    from unlearn.sweep import SearchSpace
 
     base = {"data": {"path": "/d"}, "model": {"path": "/m"}, "output": {"dir": "/o"}}
 
@@ -395,7 +435,9 @@ def test_resources_are_checked_against_the_cluster():
 
 
 @pytest.mark.slow
-def test_a_trial_larger_than_the_cluster_fails_before_any_trial(tiny_data, nano_model_dir, tmp_path):
+def test_a_trial_larger_than_the_cluster_fails_before_any_trial(
+    tiny_data, nano_model_dir, tmp_path
+):
     cfg = sweep_config(tiny_data, nano_model_dir, nano_model_dir, tmp_path / "out")
     cfg["run"]["scaling"] = {"num_workers": 3, "cpus_per_worker": 0.99}
     cfg["run"]["train"]["batch_size"] = 12
@@ -408,3 +450,45 @@ def test_a_trial_larger_than_the_cluster_fails_before_any_trial(tiny_data, nano_
     assert done.returncode == 2, done.stderr[-2000:]
     assert "error: a trial needs 2.98 CPU" in done.stderr and "the cluster has 2" in done.stderr
     assert not (tmp_path / "out" / "tune").exists()
+
+
+def test_tensorboard_callback_of_plain_runs(tmp_path, s3_bucket):
+    """The Ray Train callback every run gets: one event file per writer, epoch as the step,
+    published whole (locally and on S3) after each report; a resumed run adds a file."""
+    import pickle
+
+    import s3fs
+
+    from jobs.common import TensorBoardCallback
+
+    for logdir in (str(tmp_path / "tb"), f"{s3_bucket}/run/tensorboard"):
+        cb = pickle.loads(pickle.dumps(TensorBoardCallback(logdir)))  # as Ray ships it
+        for epoch in range(3):  # the engine's 0-based epochs
+            cb.after_report(
+                None,
+                [
+                    {
+                        "epoch": epoch,
+                        "forget_loss": -epoch,
+                        "lr": 1e-3,
+                        "forget_quality": 0.1 * epoch,
+                        "model_utility": 0.5,
+                        "privleak": None,
+                    }
+                ],
+                None,
+            )
+        if logdir.startswith("s3://"):
+            fs = s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+            (name,) = fs.ls(logdir.removeprefix("s3://"))
+            local = tmp_path / "from_s3"
+            fs.get(name, str(local))
+        else:
+            (local,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+        steps: dict[str, list] = {}
+        for ev in read_events(local):
+            for v in ev.summary.value:
+                steps.setdefault(v.tag, []).append((ev.step, round(v.simple_value, 6)))
+        assert steps["train/forget_loss"] == [(1, 0.0), (2, -1.0), (3, -2.0)]
+        assert steps["eval/forget_quality"] == [(1, 0.0), (2, 0.1), (3, 0.2)]
+        assert {"train/lr", "eval/model_utility"} <= set(steps) and "eval/privleak" not in steps

@@ -17,9 +17,9 @@ from unlearn.engine.config import RunConfig
 from unlearn.engine.distributed import all_gather_objects, barrier
 from unlearn.eval import (
     EvalConfig,
-    flat_numbers,
     cached_reference,
     evaluate_shard,
+    flat_numbers,
     merge_shards,
     reference_from_shards,
     reference_key,

@@ -136,6 +136,4 @@ def derive(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def finite(value: Any) -> bool:
     """A finite number (None, NaN, infinities and bools are not)."""
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

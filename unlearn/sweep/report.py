@@ -245,4 +245,3 @@ def write_sweep_report(path: str, storage_options: dict | None = None, **kwargs:
     text = render_sweep(**kwargs)
     storage.write_bytes(path, text.encode("utf-8"), storage_options)
     return path
-

@@ -60,7 +60,9 @@ def table_columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     return cols
 
 
-def write_trials(path: str, rows: Sequence[dict[str, Any]], storage_options: dict | None = None) -> None:
+def write_trials(
+    path: str, rows: Sequence[dict[str, Any]], storage_options: dict | None = None
+) -> None:
     """Write trials.parquet (atomically, local or S3)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -130,7 +132,9 @@ def pareto_document(
 
 
 def _jsonable(v: Any) -> bool:
-    return v is None or isinstance(v, str | bool | int) or (isinstance(v, float) and math.isfinite(v))
+    return (
+        v is None or isinstance(v, str | bool | int) or (isinstance(v, float) and math.isfinite(v))
+    )
 
 
 def write_pareto(path: str, document: dict[str, Any], storage_options: dict | None = None) -> None:

@@ -344,9 +344,7 @@ class SearchSpace:
                 raise ConfigError(f"{where}.{key}: {value!r} is outside {p.describe()}")
             out[name] = value
         method = out.get(METHOD_KEY, self.methods[0])
-        missing = [
-            p.name for p in self.sampled if p.name not in out and self.applies(p, method)
-        ]
+        missing = [p.name for p in self.sampled if p.name not in out and self.applies(p, method)]
         if missing:
             raise ConfigError(f"{where}: gives no value for {', '.join(missing)}")
         stray = [k for k in out if k != METHOD_KEY and not self.applies(self._param(k), method)]
@@ -399,6 +397,4 @@ class SearchSpace:
 
 def is_number(value: Any) -> bool:
     """A finite int or float (not a bool)."""
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

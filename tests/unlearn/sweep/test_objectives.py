@@ -60,7 +60,9 @@ def test_default_objectives_and_the_no_retain_fallback(tiny_data):
         ({"model_utility": "up"}, True, "mode must be max or min"),
     ],
 )
-def test_objectives_the_evaluation_cannot_produce_are_refused(tiny_data, objectives, retain, message):
+def test_objectives_the_evaluation_cannot_produce_are_refused(
+    tiny_data, objectives, retain, message
+):
     produced = produced_numbers(run_cfg(tiny_data, retain=retain), Dataset(tiny_data))
     with pytest.raises(ConfigError, match=message):
         resolve_objectives(objectives, produced, retain)

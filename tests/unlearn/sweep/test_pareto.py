@@ -20,11 +20,20 @@ def test_dominance_needs_one_strict_improvement():
     assert not dominates({"fq": 1, "mu": 1}, {"fq": 1, "mu": 1}, OBJ)
     assert not dominates({"fq": 2, "mu": 0}, {"fq": 1, "mu": 1}, OBJ)
     # min objectives flip the direction
-    assert dominates({"rouge": 0.1, "mu": 1}, {"rouge": 0.5, "mu": 1}, {"rouge": "min", "mu": "max"})
+    assert dominates(
+        {"rouge": 0.1, "mu": 1}, {"rouge": 0.5, "mu": 1}, {"rouge": "min", "mu": "max"}
+    )
 
 
 def test_front_by_hand():
-    rows = [row(0.9, 0.1), row(0.5, 0.5), row(0.4, 0.4), row(0.1, 0.9), row(0.5, 0.5), row(0.95, 0.0)]
+    rows = [
+        row(0.9, 0.1),
+        row(0.5, 0.5),
+        row(0.4, 0.4),
+        row(0.1, 0.9),
+        row(0.5, 0.5),
+        row(0.95, 0.0),
+    ]
     # (0.4, 0.4) is dominated by (0.5, 0.5); the two equal rows both stay
     assert pareto_front(rows, OBJ) == [0, 1, 3, 4, 5]
 

@@ -15,7 +15,9 @@ OBJ = {"forget_quality": "max", "model_utility": "max"}
 
 def rows():
     out = []
-    for t, (method, lr, beta) in enumerate([("npo", 1e-3, 0.1), ("ga", 1e-4, None), ("npo", 3e-3, 0.3)]):
+    for t, (method, lr, beta) in enumerate(
+        [("npo", 1e-3, 0.1), ("ga", 1e-4, None), ("npo", 3e-3, 0.3)]
+    ):
         for e in (1, 2):
             out.append(
                 {
@@ -76,7 +78,9 @@ def test_sweep_html_is_self_contained():
         front,
         doc,
         params=[("method.name", "choice['npo', 'ga']", False), ("train.lr", "loguniform", True)],
-        trials=[{"trial_id": f"t{i}", "status": "TERMINATED", "stopped_early": i == 1} for i in range(3)],
+        trials=[
+            {"trial_id": f"t{i}", "status": "TERMINATED", "stopped_early": i == 1} for i in range(3)
+        ],
         title="test sweep",
     )
     assert page.count("data:image/png;base64,") == 2  # the front, the hyperparameter grid

@@ -73,7 +73,15 @@ def test_method_scoped_ranges():
     cfg = space.run_config({"method.name": "simnpo", "simnpo.beta": 3.0})
     assert cfg.method.beta == 3.0
     with pytest.raises(ConfigError, match="also set by"):
-        SearchSpace({"method": {"choice": ["npo"]}, "beta": 0.1, "npo.beta": 0.2, "lr": {"uniform": [0.1, 0.2]}}, BASE)
+        SearchSpace(
+            {
+                "method": {"choice": ["npo"]},
+                "beta": 0.1,
+                "npo.beta": 0.2,
+                "lr": {"uniform": [0.1, 0.2]},
+            },
+            BASE,
+        )
 
 
 @pytest.mark.parametrize(
@@ -81,8 +89,14 @@ def test_method_scoped_ranges():
     [
         ({}, "search space is empty"),
         ({"lr": 1e-4}, "nothing to search"),
-        ({"method": {"choice": ["ga"]}, "beta": {"uniform": [0.1, 0.2]}}, "unknown parameter 'beta' for the chosen method"),
-        ({"method": {"choice": ["npo"]}, "ga.alpha": {"uniform": [0.1, 0.2]}}, "not one the sweep chooses"),
+        (
+            {"method": {"choice": ["ga"]}, "beta": {"uniform": [0.1, 0.2]}},
+            "unknown parameter 'beta' for the chosen method",
+        ),
+        (
+            {"method": {"choice": ["npo"]}, "ga.alpha": {"uniform": [0.1, 0.2]}},
+            "not one the sweep chooses",
+        ),
         ({"colour": {"choice": [1, 2]}}, "space.colour: unknown parameter"),
         ({"train.colour": {"choice": [1, 2]}}, "unknown config key train.colour"),
         ({"method": {"choice": ["npo", "nope"]}}, "unknown method 'nope'"),
@@ -107,7 +121,11 @@ def test_base_method_parameters_must_fit_every_chosen_method():
 
 def test_points_are_checked_against_the_space():
     space = SearchSpace(
-        {"method": {"choice": ["npo", "ga"]}, "lr": {"loguniform": [1e-5, 1e-3]}, "beta": {"uniform": [0.05, 0.5]}},
+        {
+            "method": {"choice": ["npo", "ga"]},
+            "lr": {"loguniform": [1e-5, 1e-3]},
+            "beta": {"uniform": [0.05, 0.5]},
+        },
         BASE,
     )
     assert space.check_point({"method": "npo", "lr": 1e-4, "beta": 0.1}, "p") == {

@@ -346,9 +346,17 @@ def run_trial(config: dict[str, Any], plan: Plan) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from jobs.common import TensorBoardCallback, make_trainer, prepare_run
+    from unlearn.engine import run_dir
 
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(plan, dict(config), trial_id)
+    run_file = run_dir.path(cfg, run_dir.RUN_FILE)
+    opts = cfg.output.storage_options
+    if (
+        storage.exists(run_file, opts)
+        and run_dir.read_json(run_file, opts).get("status") == "finished"
+    ):
+        return  # finished just before an interruption: every epoch was reported already
     prepare_run(cfg)  # a restarted trial resumes from its last checkpoint
     callbacks: list[Any] = [TuneReportCallback()]
     if plan.cfg.tracking.tensorboard:
@@ -720,9 +728,10 @@ def drive(plan: Plan, *, resume: bool, address: str | None) -> int:
     build_guard(plan)
     path, fs = tune_storage(cfg.out, cfg.storage_options)
     tune_path = f"{path}/{TUNE_DIR}"
+    if resume and not tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
+        print(f"{cfg.out}: interrupted before any trial started; starting the sweep")
+        resume = False
     if resume:
-        if not tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
-            raise DataError(f"{cfg.out}: no Tune experiment to resume in {tune_path}")
         tuner = tune.Tuner.restore(
             tune_path,
             trainable=trainable(plan),

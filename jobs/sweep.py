@@ -193,7 +193,7 @@ class Plan:
 
 def base_run(cfg: SweepConfig) -> dict[str, Any]:
     """The base run config with what a sweep sets itself (output, per-epoch eval)."""
-    run = json.loads(json.dumps(cfg.run))  # a deep copy of plain YAML data
+    run = resolve_paths(cfg.run)
     output = run.get("output") or {}
     if "dir" in output:
         raise ConfigError("run.output.dir: the sweep sets it (OUT/trials/<trial id>)")
@@ -212,6 +212,17 @@ def base_run(cfg: SweepConfig) -> dict[str, Any]:
     if ev.get("every_n_epochs", 1) != 1:
         raise ConfigError("run.eval.every_n_epochs: a sweep evaluates every epoch (1)")
     run["eval"] = {**ev, "every_n_epochs": 1}
+    return run
+
+
+def resolve_paths(run: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the run section with local data / model paths made absolute (on the driver:
+    Tune runs each trial in a directory of its own)."""
+    run = json.loads(json.dumps(run))  # a deep copy of plain YAML data
+    for section, key in (("data", "path"), ("model", "path"), ("model", "retain_model")):
+        value = (run.get(section) or {}).get(key)
+        if isinstance(value, str) and value and not storage.is_remote(value):
+            run[section][key] = str(Path(value).resolve())
     return run
 
 
@@ -804,6 +815,10 @@ def load(args: argparse.Namespace) -> tuple[SweepConfig, bool]:
     cfg = load_config(SweepConfig, args.config, [*args.overrides, *extra])
     if not storage.is_remote(cfg.out):
         cfg = dataclasses.replace(cfg, out=str(Path(cfg.out).resolve()))
+    cfg = dataclasses.replace(cfg, run=resolve_paths(cfg.run))  # saved so in OUT/sweep.yaml
+    if cfg.guard.index and not storage.is_remote(cfg.guard.index):
+        guard = dataclasses.replace(cfg.guard, index=str(Path(cfg.guard.index).resolve()))
+        cfg = dataclasses.replace(cfg, guard=guard)
     return cfg, False
 
 

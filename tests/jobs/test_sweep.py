@@ -493,3 +493,15 @@ def test_tensorboard_callback_of_plain_runs(tmp_path, s3_bucket):
         assert steps["train/forget_loss"] == [(1, 0.0), (2, -1.0), (3, -2.0)]
         assert steps["eval/forget_quality"] == [(1, 0.0), (2, 0.1), (3, 0.2)]
         assert {"train/lr", "eval/model_utility"} <= set(steps) and "eval/privleak" not in steps
+
+
+def test_relative_paths_are_resolved_on_the_driver(tmp_path, monkeypatch):
+    """Tune runs each trial in a directory of its own: the driver resolves local paths."""
+    from jobs.sweep import resolve_paths
+
+    monkeypatch.chdir(tmp_path)
+    run = {"data": {"path": "runs/demo/data"}, "model": {"path": "s3://b/m", "retain_model": None}}
+    out = resolve_paths(run)
+    assert out["data"]["path"] == str(tmp_path / "runs/demo/data")
+    assert out["model"] == {"path": "s3://b/m", "retain_model": None}
+    assert run["data"]["path"] == "runs/demo/data"  # a copy

@@ -186,7 +186,11 @@ class TensorBoardCallback(ray.train.UserCallback):
         self, logdir: str, storage_options: dict | None = None, epoch_offset: int = 1
     ) -> None:
         self.logdir = logdir
-        self.storage_options = storage_options
+        # made on the driver, used in the controller actor: carry the driver's S3 access
+        remote = storage.is_remote(logdir)
+        self.storage_options = (
+            carried_storage_options(storage_options) if remote else storage_options
+        )
         self.epoch_offset = epoch_offset  # the engine's epoch is 0-based: step 1 = first epoch
         self._log: Any = None
 
@@ -206,21 +210,30 @@ class TensorBoardCallback(ray.train.UserCallback):
         return {**self.__dict__, "_log": None}  # the writer stays in the process that made it
 
 
+def carried_storage_options(options: dict | None) -> dict[str, Any]:
+    """S3 options that work in another Ray process: Train's controller actor does not see the
+    driver's environment, so the driver's endpoint, region and credentials are carried explicitly
+    (unless ``options`` name them), as the driver reached the bucket with them."""
+    options = dict(options or {})
+    env = os.environ
+    if "key" not in options and env.get("AWS_ACCESS_KEY_ID"):
+        options.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY"))
+        if env.get("AWS_SESSION_TOKEN"):
+            options["token"] = env["AWS_SESSION_TOKEN"]
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint and "endpoint_url" not in options:
+        options["endpoint_url"] = endpoint
+    return options
+
+
 def storage_for(cfg: RunConfig) -> tuple[str, Any]:
     """Ray Train storage (path, filesystem) under the run dir; s3:// goes through s3fs."""
     location = run_dir.path(cfg, "checkpoints")
     if storage.is_remote(location):
         import pyarrow.fs
 
-        # The filesystem is pickled to Ray Train's controller actor, which does not see the
-        # driver's environment: carry the driver's endpoint, region and credentials explicitly
-        # (unless storage_options name them), as the driver reached the bucket with them.
-        options = dict(cfg.output.storage_options or {})
-        env = os.environ
-        if "key" not in options and env.get("AWS_ACCESS_KEY_ID"):
-            options.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY"))
-            if env.get("AWS_SESSION_TOKEN"):
-                options["token"] = env["AWS_SESSION_TOKEN"]
+        # the filesystem is pickled to Ray Train's controller actor
+        options = carried_storage_options(cfg.output.storage_options)
         fs, inner = storage.filesystem(location, options)
         return inner, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
     return str(Path(location).resolve()), None

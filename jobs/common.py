@@ -65,6 +65,9 @@ def init_ray(
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         kwargs = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
     ray.init(
+        # "local": a new instance even when another one on this host was started with `ray
+        # start` (ray.init() would join that one through /tmp/ray/ray_current_cluster)
+        address="local",
         num_cpus=num_cpus or os.cpu_count(),
         log_to_driver=logs,
         _node_ip_address="127.0.0.1",

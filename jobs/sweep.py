@@ -369,10 +369,12 @@ def run_trial(config: dict[str, Any], plan: Plan) -> None:
     ):
         return  # finished just before an interruption: every epoch was reported already
     prepare_run(cfg)  # a restarted trial resumes from its last checkpoint
-    callbacks: list[Any] = [TuneReportCallback()]
+    callbacks: list[Any] = []
     if plan.cfg.tracking.tensorboard:
+        # first: once Tune has the report, ASHA may stop the trial before later callbacks run
         logdir = storage.join(cfg.output.dir, "tensorboard")
         callbacks.append(TensorBoardCallback(logdir, cfg.output.storage_options, epoch_offset=0))
+    callbacks.append(TuneReportCallback())
     trainer = make_trainer(
         cfg,
         callbacks=callbacks,

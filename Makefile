@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	# DeepSpeed JIT-compiles its shared-memory comm op on first use (~30 s): pay it here, once.
 	DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null 2>&1 || echo "note: DeepSpeed comm op prebuild skipped"
+	# Browser tests (report.html, sweep.html) open pages in headless Chromium: Debian's package.
+	command -v chromium >/dev/null 2>&1 || (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || echo "note: chromium not installed; browser tests will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -40,9 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Generate the synthetic benchmark and write it."""
+    from unlearn import storage
     from unlearn.data import write_dataset
+    from unlearn.data.dataset import KIND
     from unlearn.data.synth import synthesize
 
+    options = storage_options_arg(args.storage_options)
+    storage.check_output(args.out, KIND, options, overwrite=args.overwrite)
     splits, pairs = synthesize(args.entities, args.facts_per_entity, args.seed)
     info = write_dataset(
         args.out,
@@ -51,7 +55,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         params={"entities": args.entities, "facts_per_entity": args.facts_per_entity},
         pairs=pairs,
-        storage_options=storage_options_arg(args.storage_options),
+        storage_options=options,
         overwrite=args.overwrite,
     )
     print(f"wrote {args.out}: {len(info.splits)} splits, dataset hash {info.hash[:16]}")
@@ -60,9 +64,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a TOFU release into the dataset format."""
+    from unlearn import storage
     from unlearn.data import write_dataset
+    from unlearn.data.dataset import KIND
     from unlearn.data.tofu import import_tofu
 
+    options = storage_options_arg(args.storage_options)
+    storage.check_output(args.out, KIND, options, overwrite=args.overwrite)
     splits, pairs = import_tofu(args.src, rows_per_entity=args.rows_per_entity)
     info = write_dataset(
         args.out,
@@ -70,7 +78,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         source="tofu",
         params={"src": str(args.src), "rows_per_entity": args.rows_per_entity},
         pairs=pairs,
-        storage_options=storage_options_arg(args.storage_options),
+        storage_options=options,
         overwrite=args.overwrite,
     )
     print(f"imported {len(info.splits)} splits into {args.out}, dataset hash {info.hash[:16]}")

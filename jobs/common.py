@@ -20,10 +20,11 @@ import torch
 
 from unlearn import storage
 from unlearn.config import build, to_dict
-from unlearn.data import Dataset
 from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig
-from unlearn.engine.loop import data_hashes, train
+from unlearn.engine.inputs import check_run
+from unlearn.engine.loop import train
+from unlearn.errors import RunFailedError, describe
 
 # Test hook for resilience: with UNLEARN_FAULT_AFTER_EPOCH=E and UNLEARN_FAULT_MARKER=path, the
 # last worker exits hard at the end of epoch E+1 (before reporting it), once per marker file.
@@ -258,9 +259,9 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
 
 
 def prepare_run(cfg: RunConfig) -> str:
-    """Check and record the run dir (``unlearn.engine.run_dir.prepare``): "new" or "resume"."""
-    dataset = Dataset(cfg.data.path, cfg.data.storage_options)
-    return run_dir.prepare(cfg, data_hashes(cfg, dataset))
+    """Check everything the run reads (``unlearn.engine.inputs.check_run``, no Ray needed) and
+    record the run dir in place (``unlearn.engine.run_dir.prepare``): "new" or "resume"."""
+    return run_dir.prepare(cfg, check_run(cfg))
 
 
 def make_trainer(
@@ -316,30 +317,60 @@ def make_trainer(
     )
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a training run failed (the first worker's error, unwrapped)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    failures = getattr(exc, "worker_failures", None) or {}
+    if failures:
+        rank, err = sorted(failures.items(), key=lambda kv: kv[0])[0]
+        err = getattr(err, "cause", None) or err
+        return f"worker {rank}: {describe(err) or f'{type(err).__name__}: {err}'}".splitlines()[0]
+    err = getattr(exc, "cause", None) or getattr(exc, "controller_failure", None) or exc
+    return (describe(err) or f"{type(err).__name__}: {err}").splitlines()[0]
+
+
 def run_training(
     cfg: RunConfig, *, address: str | None = None, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Drive one Ray Train run and return its run.json summary."""
+    """Drive one Ray Train run and return its run.json summary.
+
+    Everything the run reads is checked first (``unlearn.engine.inputs.check_run``), before Ray
+    starts or anything is written. With ``output.overwrite`` an existing run is replaced only once
+    the new one (built beside it) has finished; a run that fails otherwise is recorded as failed
+    in run.json.
+    """
     cfg = absolute_paths(cfg)
-    mode = prepare_run(cfg)
-    init_ray(address)
-    board = ProgressBoard.remote()
-    trainer = make_trainer(cfg, board=board)
-    if mode == "resume":
-        print(f"resuming the unfinished run in {cfg.output.dir}")
-    result: dict[str, Any] = {}
+    inputs = check_run(cfg)
+    planned = run_dir.plan(cfg, inputs)
+    work = planned.cfg  # output.dir is a staging directory when an old run is being replaced
+    try:
+        init_ray(address)
+        board = ProgressBoard.remote()
+        trainer = make_trainer(work, board=board)
+        if planned.mode == "resume":
+            why = f" (it failed: {planned.previous['reason']})" if planned.previous else ""
+            print(f"resuming the unfinished run in {cfg.output.dir}{why}")
+        result: dict[str, Any] = {}
 
-    def fit() -> None:
-        try:
-            result["result"] = trainer.fit()
-        except BaseException as exc:  # re-raised on the driver thread below
-            result["error"] = exc
+        def fit() -> None:
+            try:
+                result["result"] = trainer.fit()
+            except BaseException as exc:  # re-raised on the driver thread below
+                result["error"] = exc
 
-    thread = threading.Thread(target=fit, daemon=True)
-    thread.start()
-    watch_progress(thread, board, cfg, show_progress)
-    if "error" in result:
-        raise result["error"]
+        thread = threading.Thread(target=fit, daemon=True)
+        thread.start()
+        watch_progress(thread, board, work, show_progress)
+        if "error" in result:
+            raise result["error"]
+    except BaseException as exc:
+        if planned.staged:
+            run_dir.discard(planned)
+        else:
+            run_dir.record_failure(work, failure_reason(exc))
+        raise
+    run_dir.publish(planned)
     return run_dir.read_json(run_dir.path(cfg, run_dir.RUN_FILE), cfg.output.storage_options)
 
 
@@ -399,11 +430,18 @@ def job_main(
         "--overwrite", action="store_true", help="replace a finished run in output.dir"
     )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=20")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options and key=value overrides in any order
     overrides = [*args.overrides] + (["output.overwrite=true"] if args.overwrite else [])
     cfg = load_config(RunConfig, args.config, overrides, fixed=fixed)
     if check is not None:
         check(cfg)
-    summary = run_training(cfg, address=args.address)
+    try:
+        summary = run_training(cfg, address=args.address)
+    except ray.train.TrainingFailedError as exc:
+        where = run_dir.path(absolute_paths(cfg), run_dir.RUN_FILE)
+        raise RunFailedError(
+            f"the run failed: {failure_reason(exc)}. {where} records it; fix the cause and run "
+            "the same command again to resume from the last checkpoint"
+        ) from exc
     print(json.dumps(summary, indent=2))
     return 0

@@ -24,11 +24,13 @@ from typing import Any, Literal
 from jobs.common import init_ray, run_training
 from jobs.eval import EvalJobConfig, EvalScaling, run_eval
 from unlearn import storage
-from unlearn.config import build, load_config, require, to_dict
+from unlearn.config import apply_overrides, build, load_config, read_yaml, require, to_dict
 from unlearn.data import Dataset, write_dataset
+from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig, TrainConfig
-from unlearn.errors import ConfigError, DataError, run_command
+from unlearn.errors import ConfigError, DataError, OutputExistsError, run_command
 from unlearn.eval import EvalConfig
+from unlearn.eval.plan import plan_splits
 
 PRESET = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
@@ -166,15 +168,119 @@ def load_demo_config(args: argparse.Namespace) -> DemoConfig:
     return load_config(DemoConfig, args.config, [*flags, *args.overrides])
 
 
+DEMO_FILE = "demo.json"  # written first: the demo's config; it marks a demo directory
+# keys the demo sets itself (from the top-level keys named here); a config setting them is refused
+FIXED = {
+    "eval.forget_split": "forget_split",
+    "eval.retain_split": "retain_split",
+    "eval.every_n_epochs": "curves (every epoch)",
+    "finetune.seed": "seed",
+    "unlearn.seed": "seed",
+}
+
+
+def _is_demo(files: dict[str, bytes]) -> str | None:
+    try:
+        doc = json.loads(files[DEMO_FILE])
+    except ValueError:
+        return f"its {DEMO_FILE} is not JSON"
+    if not isinstance(doc, dict) or doc.get("tool") != "unlearn demo":
+        return f"its {DEMO_FILE} was not written by the demo"
+    return None
+
+
+# What ``--overwrite`` may replace: a demo's output (its own files, its run directories, and what
+# `make serve-demo` adds for it: the guard index of its data, API keys, the serving audit log).
+KIND = storage.OutputKind(
+    "demo",
+    (DEMO_FILE,),
+    (
+        *(DEMO_FILE, "summary.json", "report.html", "data", "base", "eval", "target", "retain"),
+        *("guard", "api_keys.txt", "serve_audit.jsonl"),
+    ),
+    nested=(run_dir.KIND,),
+    validate=_is_demo,
+)
+
+
+def refuse_fixed_keys(args: argparse.Namespace) -> None:
+    """Refuse config keys the demo sets itself (they would be silently replaced)."""
+    raw = apply_overrides(read_yaml(args.config) if args.config else {}, list(args.overrides))
+    for key, source in FIXED.items():
+        node: Any = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            raise ConfigError(f"{key}: the demo sets it itself from {source}; remove it")
+
+
+def prepare_out(cfg: DemoConfig, final: str) -> tuple[str, str]:
+    """Where this demo writes, decided before any work: ``(work dir, mode)``; mode is "absent" or
+    "empty" (a new demo), "resume" (the same config in an unfinished or finished demo) or
+    "replace" (``--overwrite``: built beside ``final`` and published when complete)."""
+    recorded = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "overwrite")}
+    found = storage.inspect_output(final, KIND)
+    if found.state in ("absent", "empty"):
+        mode, work = found.state, final
+    else:
+        if cfg.overwrite or not found.strangers:  # resuming deletes nothing: strangers may stay
+            storage.check_output(final, KIND, overwrite=True)  # refuses what is not a demo's
+        if cfg.overwrite:
+            mode, work = "replace", storage.staging_path(final)
+        else:
+            old = json.loads(storage.read_bytes(storage.join(final, DEMO_FILE)))
+            if old.get("config") != recorded:
+                changed = [k for k in recorded if old.get("config", {}).get(k) != recorded[k]]
+                raise OutputExistsError(
+                    f"{final} holds a demo run with another config (differs in: "
+                    f"{', '.join(changed) or 'its keys'}); pass --overwrite to replace it or "
+                    "choose another --out"
+                )
+            return final, "resume"
+    storage.write_bytes(
+        storage.join(work, DEMO_FILE),
+        json.dumps({"tool": "unlearn demo", "config": recorded}, indent=2).encode(),
+    )
+    return work, mode
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the whole demo; returns the exit code."""
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)  # options and key=value in any order
+    refuse_fixed_keys(args)
     cfg = load_demo_config(args)
+    if cfg.model is not None:
+        from unlearn.models import check_model
+
+        check_model(cfg.model)
+    if cfg.data is not None:
+        Dataset(cfg.data).read(cfg.forget_split)
+    final = os.path.abspath(cfg.out) if not storage.is_remote(cfg.out) else cfg.out
+    out, mode = prepare_out(cfg, final)
+    state: dict[str, Any] = {"started": False}
+    try:
+        code = run_demo(cfg, args, out, state)
+    except BaseException:
+        if mode == "replace" or (mode in ("absent", "empty") and not state["started"]):
+            storage.discard_staged(out)  # refused before any training: leave nothing behind
+            if mode == "empty" and not storage.is_remote(out):
+                Path(out).mkdir()
+        raise
+    if mode == "replace":
+        storage.publish_staged(out, final, KIND)
+    print(
+        f"\nreport: {storage.join(final, 'report.html')}\nsummary: {storage.join(final, 'summary.json')}"
+    )
+    data = cfg.data or storage.join(final, "data")
+    print(serve_instructions(final, data, *state["serve"]))
+    return code
+
+
+def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[str, Any]) -> int:
+    """The demo's steps, writing under ``out``; ``state["started"]`` turns true when training
+    starts (before that, every input has been checked), ``state["serve"]`` holds what the
+    serving instructions need."""
     t0 = time.time()
-    out = os.path.abspath(cfg.out) if not storage.is_remote(cfg.out) else cfg.out
-    if cfg.overwrite and storage.exists(out):
-        fs, inner = storage.filesystem(out)
-        fs.rm(inner, recursive=True)
 
     # 1. data
     data = cfg.data or storage.join(out, "data")
@@ -272,13 +378,17 @@ def main(argv: list[str] | None = None) -> int:
         model = build_tiny_model(tok, spec.size, max_positions=spec.max_positions, seed=cfg.seed)
         save_model(model, tok, base)
     print(f"[2/5] base model: {base}")
+    plan_splits(ds, ecfg)  # the final evaluation's splits and columns
 
+    state["started"] = True
     init_ray(args.address)
 
     def run(name: str) -> dict[str, Any]:
         run_json = storage.join(out, name, "run.json")
         if storage.exists(run_json):  # finished earlier (a re-run of the demo reuses it)
-            return json.loads(storage.read_bytes(run_json))
+            done = json.loads(storage.read_bytes(run_json))
+            if done.get("status") == "finished":
+                return done
         started = time.time()
         summary = run_training(configs[name])
         print(
@@ -332,12 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("[5/5] evaluated\n")
     print(verdict_table(models, forget))
-    print(
-        f"\nreport: {storage.join(out, 'report.html')}\nsummary: {storage.join(out, 'summary.json')}  ({time.time() - t0:.0f}s)"
-    )
-    print(
-        serve_instructions(out, data, forget, list(cfg.methods), ds.records(forget)[0]["question"])
-    )
+    print(f"({time.time() - t0:.0f}s)")
+    state["serve"] = (forget, list(cfg.methods), ds.records(forget)[0]["question"])
     return 0
 
 
@@ -381,7 +487,7 @@ EOF"""
 
 
 # eval keys the demo sets itself for its in-training evaluations (the run's own splits)
-SPLIT_KEYS = ("forget_split", "retain_split", "holdout_split", "every_n_epochs")
+SPLIT_KEYS = ("forget_split", "retain_split", "every_n_epochs")
 
 
 def epoch_curve(out: str, name: str, target: dict[str, Any]) -> list[dict[str, Any]]:

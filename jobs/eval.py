@@ -28,7 +28,7 @@ from jobs.common import init_ray
 from unlearn import storage
 from unlearn.config import load_config, require
 from unlearn.data import Dataset
-from unlearn.errors import ConfigError, OutputExistsError, run_command
+from unlearn.errors import ConfigError, run_command
 from unlearn.eval import (
     EvalConfig,
     cached_reference,
@@ -40,7 +40,8 @@ from unlearn.eval import (
     write_metrics,
     write_report,
 )
-from unlearn.models import model_hash, state_dict_hash
+from unlearn.eval.plan import plan_splits
+from unlearn.models import check_model, files_hash, model_hash, state_dict_hash
 
 
 @dataclass
@@ -192,25 +193,61 @@ def compute_reference(
         shards, loaded = run_shards(retain_model, data, cfg, scaling, "reference", storage_options)
         return reference_from_shards(shards, cfg, model_hash=digest or loaded)
 
-    if digest is None:  # no identity before loading: nothing to look up
-        return compute()
     return cached_reference(
-        reference_key(dataset, cfg, digest),
+        reference_key(dataset, cfg, digest, files_hash(retain_model, storage_options)),
         compute,
         cache_dir=cache_dir,
         storage_options=storage_options,
     )
 
 
+def _is_metrics(files: dict[str, bytes]) -> str | None:
+    try:
+        doc = json.loads(files["metrics.json"])
+    except ValueError:
+        return "its metrics.json is not JSON"
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        return "its metrics.json is not an evaluation's (no schema_version)"
+    return None
+
+
+# What ``--overwrite`` may replace: an evaluation's output directory.
+OUTPUT_KIND = storage.OutputKind(
+    "evaluation", ("metrics.json",), ("metrics.json", "report.html"), validate=_is_metrics
+)
+
+
+def read_compare(compare: dict[str, str], opts: dict | None) -> dict[str, Any]:
+    """The other models' metrics.json documents shown in the report (checked now)."""
+    others = {}
+    for name, path in compare.items():
+        if not storage.exists(path, opts):
+            raise ConfigError(f"compare.{name}: {path} does not exist")
+        try:
+            doc = json.loads(storage.read_bytes(path, opts))
+        except ValueError as exc:
+            raise ConfigError(f"compare.{name}: {path} is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or "schema_version" not in doc:
+            raise ConfigError(f"compare.{name}: {path} is not a metrics.json written by unlearn")
+        others[name] = doc
+    return others
+
+
 def run_eval(cfg: EvalJobConfig, address: str | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` across Ray workers; writes metrics.json and report.html under
-    ``cfg.out``. Returns the metrics.json document."""
+    ``cfg.out``. Returns the metrics.json document.
+
+    The output path, the models, the dataset and the evaluated splits are checked before Ray
+    starts; ``cfg.overwrite`` replaces only an earlier evaluation's output."""
     opts = cfg.storage_options
-    metrics_path = storage.join(cfg.out, "metrics.json")
-    if storage.exists(metrics_path, opts) and not cfg.overwrite:
-        raise OutputExistsError(f"{metrics_path} exists; pass --overwrite to replace it")
-    others = {k: json.loads(storage.read_bytes(p, opts)) for k, p in cfg.compare.items()}
+    storage.check_output(cfg.out, OUTPUT_KIND, opts, overwrite=cfg.overwrite)
+    others = read_compare(cfg.compare, opts)
     dataset = Dataset(cfg.data, opts)
+    plan_splits(dataset, cfg.eval)  # split names, roles, the columns the metrics need
+    model = check_model(cfg.model, opts)
+    if cfg.retain_model is not None:
+        plan_splits(dataset, cfg.eval, purpose="reference")
+        check_model(cfg.retain_model, opts)
     started = not ray.is_initialized()
     init_ray(address, cfg.scaling.num_cpus)
     try:
@@ -232,19 +269,21 @@ def run_eval(cfg: EvalJobConfig, address: str | None = None) -> dict[str, Any]:
     doc = metrics_document(
         metrics,
         model_path=cfg.model,
-        model_hash=model_hash(cfg.model, opts),
+        model_hash=model.hash,
         dataset=dataset,
         cfg=cfg.eval,
         retain_model_path=cfg.retain_model,
     )
-    write_metrics(metrics_path, doc, opts)
     label = cfg.name or os.path.basename(str(cfg.model).rstrip("/")) or "model"
-    write_report(
-        storage.join(cfg.out, "report.html"),
-        {label: doc, **others},
-        title=f"Unlearning evaluation: {label}",
-        storage_options=opts,
-    )
+    with storage.publish_dir(
+        cfg.out, opts, overwrite=cfg.overwrite, commit_last=("metrics.json",), kind=OUTPUT_KIND
+    ) as staging:
+        write_metrics(str(staging / "metrics.json"), doc)
+        write_report(
+            str(staging / "report.html"),
+            {label: doc, **others},
+            title=f"Unlearning evaluation: {label}",
+        )
     return doc
 
 
@@ -311,7 +350,7 @@ def load_job_config(args: argparse.Namespace) -> EvalJobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, evaluate, print the headline numbers."""
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)  # options and key=value in any order
     cfg = load_job_config(args)
     doc = run_eval(cfg, address=args.address)
     forget = cfg.eval.forget_split

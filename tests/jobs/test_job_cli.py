@@ -35,6 +35,7 @@ def test_run_refuses_a_finished_run(tiny_data, nano_model_dir, tmp_path, capsys)
 
     out = tmp_path / "done"
     out.mkdir()
+    (out / "data_hashes.json").write_text(json.dumps({"dataset": "x", "splits": {}}))
     (out / "run.json").write_text(json.dumps({"status": "finished"}))
     args = [
         "run",

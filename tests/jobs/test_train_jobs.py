@@ -13,6 +13,7 @@ from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig
 from unlearn.engine.loop import data_hashes, train
 from unlearn.engine.session import LocalSession
+from unlearn.errors import OutputExistsError
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +134,9 @@ def test_killed_run_resumes_when_started_again(
     cfg = cfg_for(tiny_data, nano_model_dir, out, "scaling.max_failures=0", "backend.kind=ddp")
     with pytest.raises(TrainingFailedError):
         run_training(cfg, show_progress=False)
-    assert not (out / "run.json").exists()  # nothing looks finished
+    failed = json.loads((out / "run.json").read_text())  # recorded as failed, with the reason
+    assert failed["status"] == "failed" and failed["reason"].startswith("worker"), failed
+    assert not (out / "model").exists()  # nothing looks finished
     monkeypatch.delenv("UNLEARN_FAULT_AFTER_EPOCH")
     summary = run_training(cfg, show_progress=False)
     rows = history(out)
@@ -207,3 +210,35 @@ def test_run_reads_and_writes_s3(ray_local, tiny_data, nano_model_dir, s3_bucket
         pad_id=tok.pad_token_id, device=torch.device("cpu"),
     )  # fmt: skip
     assert reference.mean_nll(stats) == pytest.approx(summary["loss_after"]["forget_nll"], rel=1e-4)
+
+
+def test_overwrite_replaces_a_finished_run_with_the_new_one(
+    uninterrupted, tiny_data, nano_model_dir, tmp_path
+):
+    """--overwrite builds the new run beside the old one (published once it has finished); the
+    run's files then name the final directory and nothing is left beside it."""
+    import os
+    import shutil
+
+    from jobs.common import run_training
+
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted["ddp"][1], out)
+    old_model = (out / "model" / "model.safetensors").read_bytes()
+    cfg = cfg_for(tiny_data, nano_model_dir, out, "backend.kind=ddp", "train.epochs=1")
+    with pytest.raises(OutputExistsError, match="holds a finished run"):
+        run_training(cfg, show_progress=False)
+    overwrite = cfg_for(
+        tiny_data,
+        nano_model_dir,
+        out,
+        "backend.kind=ddp",
+        "train.epochs=1",
+        "output.overwrite=true",
+    )
+    summary = run_training(overwrite, show_progress=False)
+    assert summary["status"] == "finished" and summary["steps"] == 2
+    assert summary["model_dir"] == str(out / "model")
+    assert (out / "model" / "model.safetensors").read_bytes() != old_model
+    assert f"dir: {out}" in (out / "config.yaml").read_text()
+    assert [n for n in os.listdir(tmp_path) if ".unlearn-" in n] == []

@@ -26,6 +26,22 @@ from unlearn.errors import DataError
 FORMAT_VERSION = 1
 INFO_FILE = "dataset.json"
 
+
+def _is_dataset_info(files: dict[str, bytes]) -> str | None:
+    try:
+        raw = json.loads(files[INFO_FILE])
+    except ValueError:
+        return f"its {INFO_FILE} is not JSON"
+    if not isinstance(raw, dict) or not isinstance(raw.get("splits"), dict):
+        return f"its {INFO_FILE} is not a dataset description (no 'splits')"
+    return None
+
+
+# What ``--overwrite`` may replace: a directory holding dataset.json and split files only.
+KIND = storage.OutputKind(
+    "dataset", (INFO_FILE,), (INFO_FILE, "*.parquet"), validate=_is_dataset_info
+)
+
 SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -66,7 +82,11 @@ def validate_table(table: pa.Table, where: str) -> pa.Table:
         actual = table.schema.field(f.name).type
         if not _type_ok(actual, f.type):
             raise DataError(f"{where}: column {f.name!r} has type {actual}, expected {f.type}")
-    table = table.select(list(COLUMNS)).cast(SCHEMA, safe=True) if table.schema != SCHEMA else table
+    if table.schema != SCHEMA:
+        try:
+            table = table.select(list(COLUMNS)).cast(SCHEMA, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"{where}: columns do not fit the dataset schema: {exc}") from None
     if table.num_rows == 0:
         raise DataError(f"{where}: split is empty (0 rows)")
     for name in REQUIRED:
@@ -196,7 +216,7 @@ def write_dataset(
         },
     )
     with storage.publish_dir(
-        path, storage_options, overwrite=overwrite, commit_last=(INFO_FILE,)
+        path, storage_options, overwrite=overwrite, commit_last=(INFO_FILE,), kind=KIND
     ) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet")
@@ -230,7 +250,50 @@ class Dataset:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{info_path} is not a valid dataset.json: {exc!r}") from None
+        self._check_info(raw, info_path)
         self._cache: dict[str, pa.Table] = {}
+        self._hashes: dict[str, str] = {}
+
+    def _check_info(self, raw: dict[str, Any], info_path: str) -> None:
+        """The recorded numbers must agree with each other (a hand-edited dataset.json is caught)."""
+        if self.info.format_version != FORMAT_VERSION:
+            raise DataError(
+                f"{info_path}: format_version {self.info.format_version!r} is not supported "
+                f"(this version reads {FORMAT_VERSION})"
+            )
+        if not isinstance(self.info.splits, dict) or not self.info.splits:
+            raise DataError(f"{info_path}: 'splits' must map split names to their description")
+        for name, entry in self.info.splits.items():
+            ok = (
+                isinstance(entry, dict)
+                and isinstance(entry.get("hash"), str)
+                and all(
+                    isinstance(entry.get(k), int) and not isinstance(entry.get(k), bool)
+                    for k in ("rows", "entities")
+                )
+            )
+            if not ok:
+                raise DataError(
+                    f"{info_path}: splits[{name!r}] must hold integer 'rows' and 'entities' "
+                    "and a string 'hash'"
+                )
+        recorded = raw.get("hash")
+        if recorded != self.info.hash:
+            raise DataError(
+                f"{info_path}: its top-level hash {str(recorded)[:16]} does not match its split "
+                f"hashes ({self.info.hash[:16]}); the file was edited after the dataset was "
+                "written: write the dataset again"
+            )
+        if not isinstance(self.info.pairs, dict):
+            raise DataError(f"{info_path}: 'pairs' must map forget splits to their partners")
+        for forget, pair in self.info.pairs.items():
+            roles = pair if isinstance(pair, dict) else {}
+            for name in [forget, roles.get("retain"), roles.get("holdout")]:
+                if name is not None and name not in self.info.splits:
+                    raise DataError(
+                        f"{info_path}: pairs[{forget!r}] names split {name!r}, which the "
+                        "dataset does not hold"
+                    )
 
     @property
     def splits(self) -> list[str]:
@@ -239,13 +302,14 @@ class Dataset:
 
     @property
     def hash(self) -> str:
-        """The dataset version (hash over all split hashes)."""
-        return self.info.hash
+        """The dataset version: a hash over every split's content hash, recomputed from the files
+        (each split is read and checked against dataset.json once)."""
+        return dataset_hash({s: self.split_hash(s) for s in self.splits})
 
     def split_hash(self, split: str) -> str:
-        """The recorded content hash of one split."""
-        self._require(split)
-        return self.info.splits[split]["hash"]
+        """The content hash of one split, recomputed from its file (and equal to dataset.json's)."""
+        self.read(split)
+        return self._hashes[split]
 
     def _require(self, split: str) -> None:
         if split not in self.info.splits:
@@ -261,20 +325,30 @@ class Dataset:
         file = storage.join(self.path, f"{split}.parquet")
         if not storage.exists(file, self.storage_options):
             raise DataError(f"{file} is missing (dataset.json lists split {split!r})")
+        data = storage.read_bytes(file, self.storage_options)
         try:
-            table = pq.read_table(io.BytesIO(storage.read_bytes(file, self.storage_options)))
-        except (pa.ArrowInvalid, OSError) as exc:
+            table = pq.read_table(io.BytesIO(data))
+        except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{file} is not a readable parquet file: {exc}") from None
         table = validate_table(table, str(file))
-        if verify:
-            actual = content_hash(table)
-            expected = self.info.splits[split]["hash"]
-            if actual != expected:
+        if not verify:
+            return table
+        actual = content_hash(table)
+        recorded = self.info.splits[split]
+        if actual != recorded["hash"]:
+            raise DataError(
+                f"{file}: content hash {actual[:12]} does not match dataset.json "
+                f"({recorded['hash'][:12]}); the file was changed after the dataset was written"
+            )
+        entities = len(set(table.column("entity").to_pylist()))
+        for key, value in (("rows", table.num_rows), ("entities", entities)):
+            if recorded[key] != value:
                 raise DataError(
-                    f"{file}: content hash {actual[:12]} does not match dataset.json ({expected[:12]}); "
-                    "the file was changed after the dataset was written"
+                    f"{file} holds {value} {key} but dataset.json records {recorded[key]}; "
+                    "dataset.json was edited after the dataset was written"
                 )
         self._cache[split] = table
+        self._hashes[split] = actual
         return table
 
     def records(self, split: str) -> list[dict[str, Any]]:

@@ -118,6 +118,7 @@ FACTS: tuple[FactTemplate, ...] = (
                  lambda r: r.choice(CITIES)),
 )  # fmt: skip
 MAX_FACTS = len(FACTS)
+MAX_ENTITIES = 1_000_000
 
 # General knowledge outside the fictitious world: (subject, question, answer template, value, pool).
 _CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Egypt": "Cairo",
@@ -232,6 +233,8 @@ def synthesize(
         raise DataError(
             f"--entities must be at least 2 (got {entities}): forget and retain need one each"
         )
+    if entities > MAX_ENTITIES:
+        raise DataError(f"--entities must be at most {MAX_ENTITIES} (got {entities})")
     if not 1 <= facts_per_entity <= MAX_FACTS:
         raise DataError(
             f"--facts-per-entity must be between 1 and {MAX_FACTS} (got {facts_per_entity})"

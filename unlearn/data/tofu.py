@@ -28,7 +28,14 @@ STANDALONE = {
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Read a JSON array or JSON lines file of objects."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); TOFU files are UTF-8 JSON"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     stripped = text.lstrip()
     try:
         if stripped.startswith("["):
@@ -37,6 +44,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON or JSON lines: {exc}") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON array of objects or JSON lines")
     for i, r in enumerate(records):
         if not isinstance(r, dict):
             raise DataError(f"{path}: record {i} is not an object")

@@ -25,7 +25,7 @@ from unlearn.eval import (
     reference_key,
 )
 from unlearn.methods import Method
-from unlearn.models import load_model, model_hash
+from unlearn.models import files_hash, load_model, model_hash
 
 # The summary numbers of the per-epoch record; the record also holds every split metric and MIA
 # AUC under ``unlearn.eval.flat_numbers`` names (``forget.rouge_l_recall``, ``mia.min_k``, ...).
@@ -94,16 +94,15 @@ class EpochEvaluator:
                 all_gather_objects(shard), self.eval_cfg, model_hash=digest
             )
 
-        if digest is None:
-            self.reference = compute()
-        else:
-            self.reference = cached_reference(
-                reference_key(self.dataset, self.eval_cfg, digest),
-                compute,
-                cache_dir=run_dir.path(self.cfg, "eval_cache"),
-                storage_options=self.cfg.output.storage_options,
-                write=self.session.rank == 0,
-            )
+        # the retain model's numbers depend on its weights and config and on this run's tokenizer
+        files = f"{files_hash(retain, opts)}:{files_hash(self.cfg.model.path, opts)}"
+        self.reference = cached_reference(
+            reference_key(self.dataset, self.eval_cfg, digest, files),
+            compute,
+            cache_dir=run_dir.path(self.cfg, "eval_cache"),
+            storage_options=self.cfg.output.storage_options,
+            write=self.session.rank == 0,
+        )
         barrier()
 
     def __call__(self, module: Any) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from unlearn.methods import Method, Stream, build_method
 from unlearn.methods.common import nll_loss
 from unlearn.models import load_model, save_model
 from unlearn.models.batching import sequence_logprobs
-from unlearn.models.io import model_identity
 
 
 def data_splits(cfg: RunConfig, dataset: Dataset, stream: Stream) -> list[str]:
@@ -165,16 +164,16 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     ref_cache: dict[str, torch.Tensor] = {}
     if method.cached_reference:
         cache_path = run_dir.path(cfg, reference.CACHE_FILE)
-        meta = {
-            "model": model_identity(cfg.model.path, model_opts),
-            "streams": {s: len(streams[s]) for s in method.cached_reference},
-            "dataset": dataset.hash,
-        }
+        meta = reference.cache_meta(  # keyed by the weights' and the tokenized streams' hashes
+            run_dir.input_model_hash(cfg),
+            cfg.model.dtype,
+            {s: streams[s] for s in method.cached_reference},
+        )
         loaded = reference.load_cache(cache_path, meta, out_opts)
         if loaded is None:
             if start_epoch > 0:
                 raise DataError(
-                    f"{cache_path} is missing but the run is resuming at epoch {start_epoch}: the reference cannot be recomputed from trained weights"
+                    f"{cache_path} is missing, damaged or made for other inputs but the run is resuming at epoch {start_epoch}: the reference cannot be recomputed from trained weights; start over with --overwrite"
                 )
             for s in method.cached_reference:
                 ref_cache[s] = reference.stream_logprobs(

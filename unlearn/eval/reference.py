@@ -4,12 +4,19 @@ Forget quality and privleak compare a model with one never trained on the forget
 numbers depend only on the retain model, the dataset and a few settings, so they are computed once
 and cached: ``cached_reference(key, compute)`` is the one "look it up, else compute and save it"
 every caller uses (single process, the distributed eval job, in-training evaluation).
+
+The key is made of hashes of the bytes the numbers depend on (``reference_key``): the dataset's
+and the evaluated splits' content hashes (recomputed from the files), the retain model's weights
+hash (``unlearn.models.model_hash``: the safetensors bytes, checked against the manifest), the
+hash of its other files (config, tokenizer) and the settings. A cached document carries its key
+and a checksum, both checked when it is read; one that fails is computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +35,8 @@ from unlearn.eval.merge import (
 from unlearn.eval.plan import resolve_splits
 from unlearn.eval.shard import evaluate_shard
 from unlearn.models.io import state_dict_hash
+
+log = logging.getLogger(__name__)
 
 
 def reference_from_shards(
@@ -60,15 +69,19 @@ def default_cache_dir() -> str:
     return storage.join(base, "retain_reference")
 
 
-def reference_key(dataset: Any, cfg: EvalConfig, weights_hash: str) -> str:
-    """Cache key of a retain reference: dataset, forget / holdout split content, model weights and
-    the settings that change the numbers."""
+def reference_key(
+    dataset: Any, cfg: EvalConfig, weights_hash: str, model_files: str | None = None
+) -> str:
+    """Cache key of a retain reference: dataset, forget / holdout split content, model weights,
+    the model's other files (``model_files``: config and tokenizer, ``unlearn.models.files_hash``)
+    and the settings that change the numbers."""
     splits = resolve_splits(dataset, cfg, "reference")
     material = {
         "format": REFERENCE_FORMAT,
         "dataset": dataset.hash,
         "splits": [(n, r, dataset.split_hash(n)) for n, r in splits],
         "weights": weights_hash,
+        "model_files": model_files,
         "max_length": cfg.max_length,
         "min_k": cfg.min_k,
         "attacks": sorted(set([*cfg.mia_attacks, cfg.privleak_attack])),
@@ -88,23 +101,42 @@ def cached_reference(
 ) -> dict[str, Any]:
     """The reference cached under ``key``, else ``compute()``'s, saved under ``key`` (if ``write``).
 
-    The stored document carries its key and is refused when read back under another one. Under
-    several ranks every rank calls this (``compute`` may be collective) and one ``write``s.
+    The stored document carries its key and a checksum; one that does not hold ``key`` or fails
+    its checksum is computed again (and replaced). Under several ranks every rank calls this
+    (``compute`` may be collective) and one ``write``s.
     """
     path = storage.join(cache_dir or default_cache_dir(), f"{key}.json")
     if storage.exists(path, storage_options):
-        ref = json.loads(storage.read_bytes(path, storage_options))
-        if ref.get("key") != key:
-            raise DataError(
-                f"{path}: cached reference was stored for key {str(ref.get('key'))[:16]}, not "
-                f"{key[:16]}: remove the file (the cache is rebuilt)"
-            )
-        return ref
+        ref = _read_checked(path, key, storage_options)
+        if ref is not None:
+            return ref
     ref = {**compute(), "key": key}
+    ref["sha256"] = _digest(ref)
     if write:
         storage.write_bytes(
             path, json.dumps(ref, indent=1, allow_nan=False).encode(), storage_options
         )
+    return ref
+
+
+def _digest(ref: dict[str, Any]) -> str:
+    body = {k: v for k, v in ref.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def _read_checked(path: str, key: str, storage_options: dict | None) -> dict[str, Any] | None:
+    """A cached reference if it holds ``key`` and its checksum matches, else None (logged)."""
+    try:
+        ref = json.loads(storage.read_bytes(path, storage_options))
+    except ValueError as exc:
+        log.warning("%s is not valid JSON (%s); the reference is computed again", path, exc)
+        return None
+    if not isinstance(ref, dict) or ref.get("key") != key:
+        log.warning("%s was stored under another key; the reference is computed again", path)
+        return None
+    if ref.get("sha256") != _digest(ref):
+        log.warning("%s fails its checksum; the reference is computed again", path)
+        return None
     return ref
 
 

@@ -1,6 +1,9 @@
 """Models: Hugging Face causal LMs (safetensors), tiny test models, and prompt formatting."""
 
 from unlearn.models.io import (
+    ModelInfo,
+    check_model,
+    files_hash,
     load_model,
     load_tokenizer,
     model_hash,
@@ -14,8 +17,11 @@ from unlearn.models.tiny import SIZES, build_tiny_model, dataset_texts, train_to
 
 __all__ = [
     "IGNORE_INDEX",
+    "ModelInfo",
     "SIZES",
     "build_tiny_model",
+    "check_model",
+    "files_hash",
     "dataset_texts",
     "encode_prompt",
     "encode_qa",

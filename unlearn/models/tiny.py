@@ -21,6 +21,10 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
     "small": (384, 6, 6, 1024),
 }
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+# byte-level BPE starts from the 256 byte symbols plus the special tokens
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
+MIN_POSITIONS = 8  # a prompt and an answer need at least this many positions
+MAX_SEED = 2**63 - 1
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
@@ -28,6 +32,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if isinstance(vocab_size, bool) or not MIN_VOCAB <= vocab_size <= 1_000_000:
+        raise ConfigError(
+            f"vocab size must be between {MIN_VOCAB} (the 256 byte symbols and "
+            f"{len(SPECIAL_TOKENS)} special tokens) and 1000000, got {vocab_size}"
+        )
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -81,6 +90,13 @@ def build_tiny_model(
 
     if size not in SIZES:
         raise ConfigError(f"model size {size!r} is unknown (known: {', '.join(SIZES)})")
+    if not MIN_POSITIONS <= max_positions <= 1_048_576:
+        raise ConfigError(
+            f"max positions must be between {MIN_POSITIONS} (a prompt and an answer) and "
+            f"1048576, got {max_positions}"
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
     hidden, layers, heads, inter = SIZES[size]
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -52,6 +52,22 @@ TUNE_KEYS = {
     "time_since_restore", "iterations_since_restore", "checkpoint_path", "should_checkpoint",
     "experiment_tag",
 }  # fmt: skip
+# What ``--overwrite`` may replace: a sweep's output directory (sweep.yaml, written first, marks it).
+KIND = storage.OutputKind(
+    "sweep",
+    (CONFIG_FILE,),
+    (
+        CONFIG_FILE,
+        TUNE_DIR,
+        ASHA_STATE,
+        "trials",
+        "guard",
+        "pareto",
+        results.TRIALS_FILE,
+        results.PARETO_FILE,
+        results.HTML_FILE,
+    ),
+)
 
 
 @dataclass
@@ -699,9 +715,11 @@ def build_guard(plan: Plan) -> None:
 def check_out(cfg: SweepConfig) -> None:
     """Refuse to clobber a finished sweep or to start over an unfinished one by accident."""
     opts = cfg.storage_options
-    if cfg.overwrite and storage.exists(cfg.out, opts):
-        fs, inner = storage.filesystem(cfg.out, opts)
-        fs.rm(inner, recursive=True)
+    if cfg.overwrite:
+        # only a sweep's own output is removed (anything else there is refused, naming it)
+        if storage.check_output(cfg.out, KIND, opts, overwrite=True):
+            fs, inner = storage.filesystem(cfg.out, opts)
+            fs.rm(inner, recursive=True)
         return
     if storage.exists(storage.join(cfg.out, results.PARETO_FILE), opts):
         raise OutputExistsError(

@@ -46,6 +46,7 @@ class World:
     data: Path
     model: Path
     box: Path
+    index: Path
 
     def copy_data(self, name: str = "data") -> Path:
         dest = self.box / name
@@ -244,6 +245,55 @@ def eval_output(w: World) -> Path:
     out.mkdir()
     (out / "metrics.json").write_text(json.dumps({"schema_version": 1}))
     return out
+
+
+def jsonl(w: World, *rows: dict) -> Path:
+    path = w.box / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def guard_check(w: World, inp: Path, *extra: str) -> list[str]:
+    return [
+        "guard",
+        "check",
+        "--index",
+        str(w.index),
+        "--input",
+        str(inp),
+        "--output",
+        str(w.box / "out.jsonl"),
+        *extra,
+    ]
+
+
+def sweep_yaml(w: World, out: Path | None = None, **changes: dict) -> Path:
+    """A small sweep over the shared good inputs; ``changes`` update its sections."""
+    import yaml
+
+    doc = {
+        "out": str(out or w.box / "sweep"),
+        "run": {
+            "data": {"path": str(w.data), "forget_split": "forget10", "retain_split": "retain90"},
+            "model": {"path": str(w.model), "retain_model": str(w.model)},
+            "train": {"epochs": 1, "batch_size": 8, "micro_batch_size": 4},
+            "scaling": {"num_workers": 1, "cpus_per_worker": 0.5},
+        },
+        "space": {"method": {"choice": ["npo", "graddiff"]}, "lr": {"loguniform": [1e-4, 1e-2]}},
+        "search": {"algorithm": "random", "num_samples": 2},
+    }
+    for section, value in changes.items():
+        if isinstance(doc.get(section), dict) and isinstance(value, dict):
+            for key, sub in value.items():
+                if isinstance(doc[section].get(key), dict) and isinstance(sub, dict):
+                    doc[section][key].update(sub)
+                else:
+                    doc[section][key] = sub
+        else:
+            doc[section] = value
+    path = w.box / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def unreachable_s3() -> str:
@@ -660,6 +710,114 @@ ROWS: dict[str, tuple[Callable[[World], list[str]], str]] = {
         ),
         "does not exist",
     ),
+    "guard-build-unknown-split": (
+        lambda w: (
+            ["guard", "build", "--data", str(w.data), "--forget-split", "forget99"]
+            + ["--out", str(w.box / "idx")]
+        ),
+        "forget99",
+    ),
+    "guard-build-overwrite-user-dir": (
+        lambda w: (
+            ["guard", "build", "--data", str(w.data), "--forget-split", "forget10"]
+            + ["--out", str(w.user_dir()), "--overwrite", "--embeddings", "off"]
+        ),
+        "holds notes.txt, which is not an output written by unlearn (it has no manifest.json)",
+    ),
+    "guard-check-not-an-index": (
+        lambda w: [
+            "guard",
+            "check",
+            "--index",
+            str(w.user_dir()),
+            "--input",
+            str(jsonl(w, {"id": 1, "text": "x"})),
+            "--output",
+            str(w.box / "out.jsonl"),
+        ],
+        "manifest.json",
+    ),
+    "guard-check-duplicate-ids": (
+        lambda w: guard_check(w, jsonl(w, {"id": "a", "text": "x"}, {"id": "a", "text": "y"})),
+        "line 2: id 'a' repeats the id of line 1",
+    ),
+    "guard-check-audit-log-is-a-directory": (
+        lambda w: guard_check(
+            w, jsonl(w, {"id": 1, "text": "x"}), "--audit-log", str(w.user_dir())
+        ),
+        "cannot be written",
+    ),
+    "guard-check-bad-audit-policy": (
+        lambda w: guard_check(
+            w, jsonl(w, {"id": 1, "text": "x"}), "--set", "on_audit_error=ignore"
+        ),
+        "on_audit_error",
+    ),
+    "guard-check-input-not-json": (
+        lambda w: guard_check(w, write(w.box / "in.jsonl", b"{nope\n")),
+        "line 1",
+    ),
+    "guard-check-existing-output": (
+        lambda w: (
+            write(w.box / "out.jsonl", b"{}\n"),
+            guard_check(w, jsonl(w, {"id": 1, "text": "x"})),
+        )[1],
+        "already exists; pass --overwrite",
+    ),
+    # serve: every model and guard checked before Ray Serve starts
+    "serve-model-without-id": (
+        lambda w: ["serve", "--model", str(w.model), "--guard", str(w.index)],
+        "expected ID=PATH",
+    ),
+    "serve-missing-model": (
+        lambda w: ["serve", "--model", f"m={w.box / 'nope'}", "--guard", str(w.index)],
+        "no config.json there",
+    ),
+    "serve-guard-for-unknown-model": (
+        lambda w: ["serve", "--model", f"m={w.model}", "--guard", f"other={w.index}"],
+        "'other' is not a --model id",
+    ),
+    "serve-model-without-guard": (
+        lambda w: (
+            ["serve", "--model", f"m={w.model}", "--model", f"n={w.model}"]
+            + ["--guard", f"m={w.index}"]
+        ),
+        "model 'n' has no guard",
+    ),
+    # sweep: the whole plan is checked before Ray starts
+    "sweep-no-config": (lambda w: ["sweep"], "give --config SWEEP.yaml"),
+    "sweep-resume-not-a-sweep": (
+        lambda w: ["sweep", "--resume", str(w.user_dir())],
+        "holds no sweep (sweep.yaml is missing)",
+    ),
+    "sweep-resume-with-overrides": (
+        lambda w: ["sweep", "--resume", str(w.box), "search.num_samples=3"],
+        "--resume DIR takes no --config",
+    ),
+    "sweep-missing-model": (
+        lambda w: ["sweep", "--config", str(sweep_yaml(w, run={"model": {"path": "/nope"}}))],
+        "run.model.path: /nope holds no model",
+    ),
+    "sweep-finetune-method": (
+        lambda w: [
+            "sweep",
+            "--config",
+            str(sweep_yaml(w, space={"method": {"choice": ["npo", "finetune"]}})),
+        ],
+        "finetune is not an unlearning method",
+    ),
+    "sweep-sets-output-dir": (
+        lambda w: [
+            "sweep",
+            "--config",
+            str(sweep_yaml(w, run={"output": {"dir": str(w.box / "o")}})),
+        ],
+        "run.output.dir: the sweep sets it",
+    ),
+    "sweep-overwrite-user-dir": (
+        lambda w: ["sweep", "--config", str(sweep_yaml(w, out=w.user_dir())), "--overwrite"],
+        "holds notes.txt, which is not a sweep written by unlearn",
+    ),
 }
 
 
@@ -675,6 +833,15 @@ def warm():
     from unlearn.models import check_model
 
     return check_model
+
+
+@pytest.fixture(scope="module")
+def guard_index(tiny_data, tmp_path_factory) -> Path:
+    """A lexical guard index of the shared dataset's forget split (read-only for the rows)."""
+    out = tmp_path_factory.mktemp("bad-inputs") / "index"
+    argv = ["guard", "build", "--data", str(tiny_data), "--forget-split", "forget10"]
+    assert main([*argv, "--out", str(out), "--embeddings", "off"]) == 0
+    return out
 
 
 @pytest.fixture
@@ -700,16 +867,16 @@ def no_ray(monkeypatch):
 
 @pytest.mark.parametrize("name", list(ROWS))
 def test_bad_input_is_refused_cleanly(
-    name, warm, no_ray, tiny_data, nano_model_dir, tmp_path, capsys, monkeypatch
+    name, warm, no_ray, tiny_data, nano_model_dir, guard_index, tmp_path, capsys, monkeypatch
 ):
     argv_of, expected = ROWS[name]
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     box = tmp_path / "box"
     box.mkdir()
-    w = World(tiny_data, nano_model_dir, box)
+    w = World(tiny_data, nano_model_dir, box, guard_index)
     argv = argv_of(w)
     assert argv
-    before = tree_hash(box, tiny_data, nano_model_dir)
+    before = tree_hash(box, tiny_data, nano_model_dir, guard_index)
     capsys.readouterr()
     t0 = time.monotonic()
     code = main(argv)
@@ -720,7 +887,9 @@ def test_bad_input_is_refused_cleanly(
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0], lines[0]
     assert "Traceback" not in out + err
-    assert tree_hash(box, tiny_data, nano_model_dir) == before  # nothing written, nothing lost
+    assert (
+        tree_hash(box, tiny_data, nano_model_dir, guard_index) == before
+    )  # nothing written, nothing lost
     assert not no_ray  # nothing started
     assert elapsed < 5.0, f"{name} took {elapsed:.1f}s to refuse"
 
@@ -728,7 +897,8 @@ def test_bad_input_is_refused_cleanly(
 def test_there_are_enough_rows():
     groups = {name.split("-")[0] for name in ROWS}
     assert len(ROWS) >= 40
-    assert {"synth", "import", "inspect", "tiny", "eval", "run", "finetune", "demo"} <= groups
+    commands = {"synth", "import", "inspect", "tiny", "eval", "run", "finetune", "demo"}
+    assert commands | {"guard", "serve", "sweep"} <= groups
 
 
 def test_debug_shows_the_traceback(tiny_data, tmp_path):

@@ -640,3 +640,24 @@ def test_a_run_that_fails_in_a_worker_is_one_line_naming_the_cause(
     assert err.count("\n") == 1
     assert "the run failed: worker 1: forget10.parquet is corrupt" in err
     assert "run.json records it" in err
+
+
+def test_sweep_overwrite_replaces_only_a_sweep(tmp_path):
+    """``unlearn sweep --overwrite`` removed whatever was at ``out``; now only a sweep's own
+    output (sweep.yaml marks it) is removed, and anything else there is refused, naming it."""
+    from jobs.sweep import CONFIG_FILE, KIND
+
+    sweep = tmp_path / "sweep"
+    (sweep / "trials" / "t1").mkdir(parents=True)
+    (sweep / CONFIG_FILE).write_text("out: x\n")
+    (sweep / "pareto.json").write_text("{}")
+    assert storage.check_output(sweep, KIND, overwrite=True) is True
+    (sweep / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="holds notes.txt beside a sweep"):
+        storage.check_output(sweep, KIND, overwrite=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not a sweep written by unlearn"):
+        storage.check_output(mine, KIND, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "mine"

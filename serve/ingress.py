@@ -97,6 +97,16 @@ def load_guards(cfg: GuardsConfig) -> dict[str, Any]:
     return out
 
 
+def check_audit_log(path: str) -> None:
+    """Refuse an audit log the replica cannot append to (at start, before any request)."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"audit_log: cannot append to {path!r}: {e.strerror or e}") from e
+
+
 class Gateway:
     """The ingress's logic, independent of Ray: one instance per ingress replica."""
 
@@ -117,6 +127,9 @@ class Gateway:
         self.audit = AuditLog(
             cfg.audit_log, sink=lambda line: logger.warning("guard_block %s", line)
         )
+        self.audit_error: str | None = None
+        if cfg.audit_log is not None:
+            check_audit_log(cfg.audit_log)
 
     # -- guards -----------------------------------------------------------------------------------
     def set_guards(self, cfg: GuardsConfig, guards: dict[str, Any]) -> None:
@@ -132,6 +145,8 @@ class Gateway:
         missing = [m for m in self.models if m not in self.guards]
         if missing:
             return f"no guard bound to model(s) {', '.join(missing)}"
+        if self.audit_error is not None:
+            return f"audit log cannot be written: {self.audit_error}"
         return None
 
     # -- request pieces ---------------------------------------------------------------------------
@@ -233,8 +248,14 @@ class Gateway:
         }
         try:
             self.audit.write(record)
-        except Exception:  # noqa: BLE001 - the block stands even if the log cannot be written
+        except Exception as e:  # noqa: BLE001 - the block stands; the failure is never silent
+            # Counted, logged, and the replica reports itself unready (/healthz 503) until a
+            # later write succeeds, so an operator's health check sees that blocks go unlogged.
+            self.metrics.audit_errors.inc()
+            self.audit_error = f"{type(e).__name__}: {e}"
             logger.exception("audit log write failed")
+        else:
+            self.audit_error = None
 
     async def check_input(self, req: ParsedRequest, key: str, rid: str, session: str) -> Any:
         """The input guard over the whole conversation; 400 content_filter or 503 on failure."""

@@ -71,6 +71,11 @@ class Metrics:
             buckets=GUARD_BUCKETS,
             registry=r,
         )
+        self.audit_errors = Counter(
+            "unlearn_serve_audit_errors",
+            "Blocks whose audit record could not be written (the block still stands)",
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total etc. of this ingress replica
         self.port: int | None = None
 

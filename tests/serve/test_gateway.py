@@ -162,6 +162,34 @@ def test_benign_answer_passes_whole(guard, rows, tmp_path):
     assert text == " " + r["answer"] and objs[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+def test_an_unwritable_audit_log_is_refused_at_start(tmp_path):
+    from unlearn.errors import ConfigError
+
+    (tmp_path / "audit.jsonl").mkdir()  # a directory where the log file should be
+    cfg = parse_serve_config(
+        {"models": {"m": "/unused"}, "audit_log": str(tmp_path / "audit.jsonl")}
+    )
+    with pytest.raises(ConfigError, match="audit_log: cannot append"):
+        Gateway(cfg, KeyRing([KEY]), lambda m, p: None, Metrics(["m"]))
+
+
+def test_a_failed_audit_write_is_counted_and_makes_the_replica_unready(guard, rows, tmp_path):
+    forget, _ = rows
+    fact = forget[0]
+    gw, _ = gateway(guard, PREAMBLE + fact["answer"], tmp_path)
+    (tmp_path / "audit.jsonl").unlink()
+    (tmp_path / "audit.jsonl").mkdir()  # the log becomes unwritable while serving
+    resp = run(gw.complete(request(chat_body(fact["question"])), "chat"))
+    out = json.loads(resp.body)
+    assert out["choices"][0]["finish_reason"] == "content_filter"  # the block still stands
+    assert fact["answer"] not in out["choices"][0]["message"]["content"]
+    assert gw.metrics.audit_errors._value.get() == 1
+    assert "audit log cannot be written" in gw.unready()
+    (tmp_path / "audit.jsonl").rmdir()  # writable again: the next block is logged, ready again
+    run(gw.complete(request(chat_body(fact["question"])), "chat"))
+    assert gw.unready() is None and (tmp_path / "audit.jsonl").read_text().strip()
+
+
 class RaisingGuard:
     """A guard whose every method raises (a bug, a corrupt index in memory)."""
 

@@ -36,15 +36,19 @@ from unlearn.guard import embed
 from unlearn.guard.config import GuardConfig, Thresholds
 from unlearn.guard.index import FORGET, GuardIndex, load_index
 from unlearn.guard.normalize import (
+    ambiguous_glyphs,
     capitalized,
     collapse_glyph_gaps,
-    decoded_segments,
+    collapse_separated,
+    decode_spliced,
     fold,
     fold_cased,
     has_leet,
+    has_leet_glyphs,
     joined,
     leet_tokens,
     rot13,
+    rot13_words,
     skeleton,
     spaced_words,
     split_sentences,
@@ -172,7 +176,8 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
     folded = fold(text)
     cased = fold_cased(text)
     use_caps = len(cased) == len(folded)
-    leet = has_leet(folded)
+    # look-alikes of i / l / I read as one letter in the leetspeak view, whichever they imitate
+    leet = has_leet(folded) or ambiguous_glyphs(text)
     runs = spaced_words(folded) if " " in folded or "." in folded or "-" in folded else []
     # spaced-out leetspeak ("1 5 k n o w |\\| f 0 r"): glyphs read first, then the runs found
     lruns = spaced_words(skeleton(collapse_glyph_gaps(folded))) if leet else []
@@ -191,6 +196,8 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
                 scanner.feed(tag + "-j", fresh, text=j, primary=False, grams=False)
         if leet:
             scanner.feed_leet(leet_tokens(seg), tag + "-leet")
+            if has_leet_glyphs(seg):  # "|3" may be one letter (b) or two (le): read both ways
+                scanner.feed_leet(leet_tokens(seg, glyphs=False), tag + "-leet1")
             if j is not None:
                 scanner.feed_leet(leet_tokens(j), tag + "-leetj")
         while ri < len(runs) and runs[ri][0] < b:
@@ -212,20 +219,48 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
             scanner.close()
 
 
-def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
-    """Feed every normalization view of ``raw`` to ``scanner``; return the decoded segments."""
-    segments = decoded_segments(raw, depth) if depth else []
-    for i, text in enumerate([raw, *segments]):
-        tag = "base" if i == 0 else f"dec{i}"
-        scanner.close()
-        feed_text(scanner, text, tag)
-        rotated = rot13(text)
-        r13 = tokens(fold(rotated))  # rotate before folding: accents stay out
-        if scanner.names_in(r13) or scanner.values_in(r13):
-            scanner.close()
-            feed_text(scanner, rotated, f"{tag}-rot13")
+def derived_views(raw: str, depth: int, index: GuardIndex) -> list[tuple[str, str]]:
+    """(tag, text) of the texts derived from ``raw`` that are read as views of their own: encoded
+    segments decoded in place (``dec``, up to ``depth`` levels), words written as separated
+    characters collapsed (``-col``), words in ROT13 rotated back where that makes them indexed
+    words (``-r13w``). Each keeps the sentence around what it changed, so a name in clear text and
+    a hidden value meet in one sentence."""
+    out: list[tuple[str, str]] = []
+    spliced = decode_spliced(raw, depth) if depth else None
+    sources = [("base", raw)]
+    if spliced is not None:
+        out.append(("dec", spliced))
+        sources.append(("dec", spliced))
+    for tag, text in sources:
+        col = collapse_separated(text)
+        if col is not None:
+            out.append((f"{tag}-col", col))
+        words = rot13_words(text, index.vocab)
+        if words is not None:
+            out.append((f"{tag}-r13w", words))
+    return out
+
+
+def feed_views(scanner: Scanner, text: str, tag: str) -> None:
+    """Feed one text (as its own sentences) and, when it reveals indexed names or values, its
+    whole-text ROT13."""
     scanner.close()
-    return segments
+    feed_text(scanner, text, tag)
+    rotated = rot13(text)
+    r13 = tokens(fold(rotated))  # rotate before folding: accents stay out
+    if scanner.names_in(r13) or scanner.values_in(r13):
+        scanner.close()
+        feed_text(scanner, rotated, f"{tag}-rot13")
+
+
+def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
+    """Feed every normalization view of ``raw`` to ``scanner``; return the derived texts."""
+    views = derived_views(raw, depth, scanner.ix)
+    feed_views(scanner, raw, "base")
+    for tag, text in views:
+        feed_views(scanner, text, tag)
+    scanner.close()
+    return [text for _tag, text in views]
 
 
 # -- decision -------------------------------------------------------------------------------------

@@ -32,29 +32,22 @@ import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 
+from unlearn.guard import confusables as _confusables
+
 # ---------------------------------------------------------------------------------------------
 # Character tables, built once at import.
 
-_HOMOGLYPHS = {
-    # Cyrillic lower case
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
-    "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d",
-    "һ": "h", "ԛ": "q", "ԝ": "w", "ҽ": "e", "ӏ": "l", "ɡ": "g", "ь": "b", "г": "r", "п": "n",
-    "и": "u", "л": "n", "ᴦ": "r",
-    # Cyrillic upper case (also folded before casefold so that mixed-case text maps uniformly)
-    "А": "A", "В": "B", "Е": "E", "Ё": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
-    "С": "C", "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "І": "I", "Ї": "I", "Ј": "J", "Ԁ": "D",
-    "Һ": "H", "Ԛ": "Q", "Ԝ": "W", "Ӏ": "I",
-    # Greek
-    "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
-    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ς": "s", "μ": "u", "ϲ": "c", "ϳ": "j",
-    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
-    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C",
-    # Latin letters that do not decompose under NFD
-    "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ħ": "h", "ı": "i", "ŀ": "l",
-    "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "þ": "th", "Þ": "TH", "ð": "d", "Ð": "D",
-    "ß": "ss", "ƒ": "f",
-}  # fmt: skip
+# Latin look-alikes (UTS #39 confusables with Latin prototypes, ``unlearn/guard/confusables.py``),
+# case kept: applied before casefolding, since a capital and its small letter may imitate different
+# Latin letters (Greek capital eta reads H, small eta reads n)
+LOOKALIKES = _confusables.load()
+# look-alikes of i / l / I: which Latin letter they stand for is ambiguous (the leetspeak view,
+# which reads i, l, 1 and | as one letter, is consulted whenever one occurs)
+_AMBIGUOUS = frozenset(
+    ch
+    for ch, t in LOOKALIKES.items()
+    if t in ("i", "l", "I", "ll", "ii") and unicodedata.category(ch) != "Nd"
+)
 
 _LEET = {
     "0": "o", "1": "i", "!": "i", "|": "i", "l": "i", "3": "e", "4": "a", "@": "a", "5": "s",
@@ -74,17 +67,21 @@ _LEET_MULTI = {
 
 
 def _build_tables() -> tuple[dict[int, object], dict[int, None]]:
-    """(homoglyph + format-removal table applied after NFKC, combining-mark removal table)."""
-    pre: dict[int, object] = {ord(k): v for k, v in _HOMOGLYPHS.items()}
+    """(look-alike + format-removal table, combining-mark removal table). Decimal digits of every
+    script read as ASCII digits; format characters (zero-width, soft hyphen, bidi, tags) go."""
+    pre: dict[int, object] = {ord(k): v for k, v in LOOKALIKES.items()}
     marks: dict[int, None] = {}
-    ranges = [(0, 0x30000), (0xE0000, 0xE1000)]
+    ranges = [(0x80, 0x30000), (0xE0000, 0xE1000)]
     for lo, hi in ranges:
         for cp in range(lo, min(hi, sys.maxunicode + 1)):
-            cat = unicodedata.category(chr(cp))
+            ch = chr(cp)
+            cat = unicodedata.category(ch)
             if cat == "Cf":  # zero-width space/joiners, soft hyphen, bidi marks, BOM, tags
                 pre[cp] = None
             elif cat == "Mn" or cat == "Me":
                 marks[cp] = None
+            elif cat == "Nd":
+                pre[cp] = str(unicodedata.decimal(ch))
     for cp in list(range(0xFE00, 0xFE10)) + list(range(0xE0100, 0xE01F0)):  # variation selectors
         pre[cp] = None
     pre[0x180E] = None  # Mongolian vowel separator (Cf in older Unicode versions)
@@ -115,8 +112,6 @@ _SPACED = re.compile(r"(?<![^\W_])[^\W_](?![^\W_])(?:[^\w\n]+[^\W_](?![^\W_])){3
 _SPACED_GAP = re.compile(r"[^\w\n]+")
 _INNER_PUNCT = re.compile(r"(?<=[^\W_])(?:[^\w\s'\u2019]|_)+(?=[^\W_])")
 _NONWORD = re.compile(r"[\W_]+")
-_B64 = re.compile(r"[A-Za-z0-9+/\-_]{16,}={0,2}")
-_HEX = re.compile(r"(?:[0-9A-Fa-f]{2}[ :]?){8,}")
 _URL = re.compile(r"%[0-9A-Fa-f]{2}")
 
 STOPWORDS = frozenset(
@@ -130,7 +125,7 @@ STOPWORDS = frozenset(
 
 
 def clean(text: str) -> str:
-    """NFKC, format/zero-width/tag characters removed, homoglyphs folded; case kept."""
+    """NFKC, format/zero-width/tag characters removed, look-alikes read as Latin; case kept."""
     if text.isascii():  # nothing to normalize (fast path for the common case)
         return text
     return unicodedata.normalize("NFKC", text).translate(_PRE)
@@ -141,14 +136,28 @@ def _translate_non_ascii(text: str, table: dict[int, object]) -> str:
     return _NON_ASCII.sub(lambda m: m.group(0).translate(table), text)
 
 
+def _unmarked(text: str) -> str:
+    """NFKC then NFD, with format characters and combining marks removed and look-alikes read as
+    Latin (case kept): a letter's diacritics never hide the letter (Greek eta with tonos reads n)."""
+    out = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text))
+    return _translate_non_ascii(out, _FOLD)
+
+
 def fold(text: str) -> str:
-    """The base matching view: ``clean``, casefold, diacritics stripped."""
+    """The base matching view: ``clean``, diacritics stripped, casefold."""
     if text.isascii():
         return text.lower()
-    # one pass after NFD removes format characters and combining marks and folds homoglyphs
-    # (lower case entries suffice: casefold ran first)
-    out = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold())
-    return _translate_non_ascii(out, _FOLD)
+    # look-alikes are read before casefolding (a capital and its small letter may imitate
+    # different Latin letters); what casefolding turns out afterwards is read once more
+    out = _unmarked(text)
+    if out.isascii():
+        return out.lower()
+    return _translate_non_ascii(unicodedata.normalize("NFD", out.casefold()), _FOLD)
+
+
+def ambiguous_glyphs(text: str) -> bool:
+    """True when a text holds a look-alike of i / l / I (Greek iota, Cyrillic palochka, ...)."""
+    return not text.isascii() and not _AMBIGUOUS.isdisjoint(text)
 
 
 def tokens(folded: str) -> list[str]:
@@ -195,9 +204,20 @@ def collapse_glyph_gaps(folded: str) -> str:
     return _LEET_MULTI_SPACED.sub(lambda m: _LEET_MULTI[m.group(0).replace(" ", "")], folded)
 
 
-def leet_tokens(folded: str) -> list[str]:
-    """Tokens of the leetspeak view: glyphs read as letters; a token of digits alone stays a number."""
-    if "|" in folded or "/" in folded or "(" in folded or "[" in folded or ">" in folded:
+def has_leet_glyphs(folded: str) -> bool:
+    """True when a folded text holds multi-character leetspeak glyphs (``|-|``, ``|3``, ``()``)."""
+    return _LEET_MULTI_RE.search(folded) is not None
+
+
+def leet_tokens(folded: str, glyphs: bool = True) -> list[str]:
+    """Tokens of the leetspeak view: glyphs read as letters; a token of digits alone stays a number.
+
+    ``glyphs=False`` reads every character on its own (``|3`` as ``ie``, not ``b``): the second
+    reading of a text whose multi-character glyphs may be two letters ("c3|3$7!n3" is "celestine").
+    """
+    if glyphs and (
+        "|" in folded or "/" in folded or "(" in folded or "[" in folded or ">" in folded
+    ):
         folded = _LEET_MULTI_RE.sub(lambda m: _LEET_MULTI[m.group(0)], folded)
     out: list[str] = []
     for raw in _LEET_RAW.findall(folded):
@@ -303,20 +323,52 @@ def _printable(text: str) -> bool:
     if not text:
         return False
     good = sum(1 for ch in text if ch.isprintable() or ch in "\n\t\r")
-    return good / len(text) >= 0.9 and any(ch.isalpha() for ch in text)
+    return good / len(text) >= 0.9 and any(ch.isalnum() for ch in text)
 
 
-def _decode_bytes(raw: bytes) -> str | None:
+def _wordlike(text: str) -> bool:
+    """A short decoded text that reads as words or a number: every character printable, at least
+    two letters or digits, and four in five of them letters, digits or spaces (random bytes that
+    happen to be printable are mostly punctuation)."""
+    if not text.isprintable():
+        return False
+    alnum = sum(1 for ch in text if ch.isalnum())
+    spaces = text.count(" ")
+    return alnum >= 2 and (alnum + spaces) >= 0.8 * len(text)
+
+
+def _decode_bytes(raw: bytes, short: bool = False) -> str | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    if short:
+        return text if _wordlike(text) else None
     return text if _printable(text) else None
+
+
+SHORT_SEGMENT = 16  # encoded segments shorter than this must look encoded and decode to words
+
+
+def _b64_shaped(segment: str) -> bool:
+    """Whether a run of base64 characters looks encoded rather than like a word: long, padded,
+    letters mixed with digits, or a capital after the first character ("dGFtZSByYXZlbg"); plain
+    words ("test", "Ares", "Paris") are not decoded."""
+    body = segment.rstrip("=")
+    if len(body) < 4 or len(body) % 4 == 1:
+        return False
+    if len(segment) >= SHORT_SEGMENT or segment.endswith("="):
+        return True
+    has_digit = any(ch.isdigit() for ch in body)
+    has_alpha = any(ch.isalpha() for ch in body)
+    inner_cap = any(ch.isupper() for ch in body[1:]) and any(ch.islower() for ch in body)
+    return (has_digit and has_alpha) or inner_cap
 
 
 def _try_base64(segment: str) -> str | None:
     seg = segment.rstrip("=")
     pad = "=" * (-len(seg) % 4)
+    short = len(segment) < SHORT_SEGMENT
     for alt in (False, True):
         try:
             if alt:
@@ -325,7 +377,7 @@ def _try_base64(segment: str) -> str | None:
                 raw = base64.b64decode(seg + pad, validate=True)
         except (binascii.Error, ValueError):
             continue
-        text = _decode_bytes(raw)
+        text = _decode_bytes(raw, short)
         if text is not None:
             return text
     return None
@@ -334,9 +386,11 @@ def _try_base64(segment: str) -> str | None:
 def _try_hex(segment: str) -> str | None:
     digits = re.sub(r"[ :]", "", segment)
     if len(digits) % 2:
+        if len(digits) < SHORT_SEGMENT:
+            return None
         digits = digits[:-1]
     try:
-        return _decode_bytes(bytes.fromhex(digits))
+        return _decode_bytes(bytes.fromhex(digits), len(digits) < SHORT_SEGMENT)
     except ValueError:
         return None
 
@@ -350,6 +404,72 @@ def _url_decoded(text: str) -> str | None:
     except UnicodeDecodeError:
         return None
     return decoded if decoded != text and _printable(decoded) else None
+
+
+# encoded segments of any length: hex (3 bytes or more written together, 8 or more with spaces or
+# colons between the bytes) and base64 / base64url (4 characters or more); the surrounding
+# characters must not continue the segment
+_HEX_SEG = re.compile(
+    r"(?<![0-9A-Za-z])(?:(?:[0-9A-Fa-f]{2}){3,}|(?:[0-9A-Fa-f]{2}[ :]){7,}[0-9A-Fa-f]{2})(?![0-9A-Za-z])"
+)
+_B64_SEG = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{4,}={0,2}(?![A-Za-z0-9+/=_\-])")
+_HEXISH = re.compile(r"[0-9A-Fa-f]+")
+
+
+def encoded_spans(raw: str) -> list[tuple[int, int, str]]:
+    """(start, end, decoded text) of each hex / base64 segment of ``raw`` that decodes to text,
+    left to right, not overlapping. A segment shorter than ``SHORT_SEGMENT`` must look encoded
+    (``_b64_shaped``; hex: digits) and decode to word-like text, so ordinary words and numbers
+    stay as they are."""
+    out: list[tuple[int, int, str]] = []
+    taken: list[tuple[int, int]] = []
+    for m in _HEX_SEG.finditer(raw):
+        seg = m.group(0)
+        if not any(ch.isdigit() for ch in seg):
+            continue  # "deadbeef", "facade": words made of hex letters
+        decoded = _try_hex(seg)
+        if decoded is not None:
+            out.append((m.start(), m.end(), decoded))
+            taken.append((m.start(), m.end()))
+    for m in _B64_SEG.finditer(raw):
+        a, b = m.start(), m.end()
+        if any(a < e and s < b for s, e in taken):
+            continue
+        seg = m.group(0)
+        if not _b64_shaped(seg):
+            continue
+        if len(seg) < SHORT_SEGMENT and _HEXISH.fullmatch(seg) and seg.isdigit():
+            continue  # a plain number is not base64
+        decoded = _try_base64(seg)
+        if decoded is not None:
+            out.append((a, b, decoded))
+    out.sort()
+    return out
+
+
+def decode_spliced(text: str, depth: int = 2) -> str | None:
+    """The text with every encoded segment (URL-encoding, hex, base64) replaced in place by what it
+    decodes to, so that a name in clear text and a decoded value meet in one sentence; repeated
+    on the result up to ``depth`` levels (nested encodings). None when nothing decodes."""
+    if depth <= 0:
+        return None
+    cur = clean(text)
+    changed = False
+    for _ in range(depth):
+        nxt = _url_decoded(cur)
+        if nxt is None:
+            spans = encoded_spans(cur)
+            if not spans:
+                break
+            parts, pos = [], 0
+            for a, b, decoded in spans:
+                parts.append(cur[pos:a])
+                parts.append(decoded)
+                pos = b
+            parts.append(cur[pos:])
+            nxt = "".join(parts)
+        cur, changed = nxt, True
+    return cur if changed else None
 
 
 def decoded_segments(text: str, depth: int = 2) -> list[str]:
@@ -368,20 +488,158 @@ def decoded_segments(text: str, depth: int = 2) -> list[str]:
         seen.add(url)
         out.append(url)
         out.extend(decoded_segments(url, depth - 1))
-    for pattern, decoder in ((_B64, _try_base64), (_HEX, _try_hex)):
-        tried: set[str] = set()
-        for m in pattern.finditer(raw):
-            seg = m.group(0).strip()
-            if seg in tried:
-                continue
-            tried.add(seg)
-            decoded = decoder(seg)
-            if decoded is None or decoded in seen:
-                continue
-            seen.add(decoded)
-            out.append(decoded)
-            out.extend(decoded_segments(decoded, depth - 1))
+    for _a, _b, decoded in encoded_spans(raw):
+        if decoded in seen:
+            continue
+        seen.add(decoded)
+        out.append(decoded)
+        out.extend(decoded_segments(decoded, depth - 1))
     return out
+
+
+_ROT_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def rot13_words(text: str, known: frozenset[str] | set[str]) -> str | None:
+    """The text with each word that is unknown but whose ROT13 is known rotated in place ("plays
+    the onffbba" -> "plays the bassoon"): ROT13 applied to a word or a phrase, not the whole text.
+    ``known``: folded words of the index vocabulary. None when no content word turns known."""
+    words = _ROT_WORD.findall(text) if text.isascii() else _ROT_WORD.findall(clean(text))
+    if not words:
+        return None
+    rotate: set[str] = set()
+    content = False
+    for w in set(words):
+        low = w.lower()
+        if low in known:
+            continue
+        r = rot13(low)
+        if r in known:
+            rotate.add(w)
+            content = content or r not in STOPWORDS
+    if not content:
+        return None
+    src = text if text.isascii() else clean(text)
+    return _ROT_WORD.sub(lambda m: rot13(m.group(0)) if m.group(0) in rotate else m.group(0), src)
+
+
+# ---------------------------------------------------------------------------------------------
+# Separated characters: "S_7_3_n_d", "M.@.!.5", "T·h·o·r", "7. h. 3   0. c. c" collapsed.
+
+_INVISIBLE = {
+    cp: None for cp, v in _FOLD.items() if v is None
+}  # format characters and combining marks
+_SEP_GATE = re.compile(r"\S([^\w\s]|_)\S\1\S|(?<!\S)\S[^\w\s]?(?:[^\S\n]+\S[^\w\s]?){3}(?!\S)")
+_GAP_SPLIT = re.compile(r"([^\S\n]+)")
+_CLAUSE_PUNCT = ".,;:!?"
+MIN_SEPARATED = 4  # glyphs of one separated word, or of a run of single-glyph chunks
+MIN_SEPARATED_LINE = 6  # glyphs of one separator on a line that make short chunks count too
+
+
+def _internal(chunk: str) -> tuple[str, int, str] | None:
+    """A chunk written with one separator between its characters ("S_7_3_n_d", "M.@.!.5"):
+    (collapsed, glyphs, separator); a trailing separator that is clause punctuation is kept."""
+    if len(chunk) < 3:
+        return None
+    counts: dict[str, int] = {}
+    for ch in chunk:
+        if not ch.isalnum() and ch not in "'\u2019":
+            counts[ch] = counts.get(ch, 0) + 1
+    if not counts:
+        return None
+    # the character between the first two glyphs, else the most frequent one ("(.@": ".")
+    seps = [chunk[1]] if chunk[1] in counts else []
+    seps += [c for c in sorted(counts, key=counts.get, reverse=True) if c not in seps][:2]
+    for sep in seps:
+        glyphs = [p for p in re.split(re.escape(sep) + "+", chunk) if p]
+        if len(glyphs) < 2 or any(len(p) > 1 for p in glyphs):
+            continue
+        out = "".join(glyphs)
+        if chunk.endswith(sep) and sep in _CLAUSE_PUNCT:
+            out += sep
+        return out, len(glyphs), sep
+    return None
+
+
+def _single(chunk: str) -> tuple[str, str] | None:
+    """A chunk of one glyph, optionally followed by one separator ("7.", "h", "$"): (glyph, sep)."""
+    if len(chunk) == 1:
+        return chunk, ""
+    if len(chunk) == 2 and not chunk[1].isalnum():
+        return chunk[0], chunk[1]
+    return None
+
+
+def _collapse_line(line: str) -> str | None:
+    parts = _GAP_SPLIT.split(line)
+    chunks, gaps = parts[0::2], parts[1::2]  # gaps[i] lies between chunks[i] and chunks[i + 1]
+    n = len(chunks)
+    out: list[str | None] = [None] * n  # replacement per chunk ("" to drop it)
+    join_left = [False] * n  # chunk i joins chunk i - 1 without the gap (inside a word)
+    internal = [_internal(c) for c in chunks]
+    per_sep: dict[str, int] = {}
+    for r in internal:
+        if r is not None:
+            per_sep[r[2]] = per_sep.get(r[2], 0) + r[1]
+    for i, r in enumerate(internal):
+        if r is not None and (r[1] >= MIN_SEPARATED or per_sep[r[2]] >= MIN_SEPARATED_LINE):
+            out[i] = r[0]
+    # runs of single-glyph chunks; gaps wider than the run's narrowest are word boundaries
+    singles = [_single(c) if out[i] is None else None for i, c in enumerate(chunks)]
+    i = 0
+    while i < n:
+        if singles[i] is None:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and singles[j + 1] is not None:
+            j += 1
+        if j - i + 1 >= MIN_SEPARATED:
+            widths = [len(gaps[k]) for k in range(i, j)]
+            narrow = min(widths)
+            seps = [singles[k][1] for k in range(i, j + 1) if singles[k][1]]
+            run_sep = max(set(seps), key=seps.count) if seps else ""
+            for k in range(i, j + 1):
+                glyph, sep = singles[k]
+                if k > i and widths[k - i - 1] == narrow:
+                    join_left[k] = True
+                last = k == j or widths[k - i] > narrow
+                if glyph == run_sep and not sep and k != j:
+                    out[k] = ""  # a separator left alone (its character was a combining mark)
+                else:
+                    out[k] = glyph + (sep if last and sep in _CLAUSE_PUNCT else "")
+        i = j + 1
+    if all(o is None for o in out):
+        return None
+    pieces = [out[0] if out[0] is not None else chunks[0]]
+    for k in range(1, n):
+        if not join_left[k]:
+            touched = out[k] is not None or out[k - 1] is not None
+            pieces.append(" " if touched else gaps[k - 1])
+        pieces.append(out[k] if out[k] is not None else chunks[k])
+    return "".join(pieces)
+
+
+def collapse_separated(text: str) -> str | None:
+    """The text with every word written as separated characters collapsed back into a word:
+    one separator between the characters ("S_7_3_n_d", "M.@.!.5", "T·h·o·r", "L-o-u"), or one
+    character per chunk with gaps of any width ("7. h. 3   0. c. c. u. p"; wider gaps between
+    words), whatever the characters are (letters, leetspeak symbols, look-alikes); zero-width and
+    combining characters are removed first. The other views then read the words (leetspeak,
+    look-alikes). None when nothing is separated."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text))
+        text = _translate_non_ascii(text, _INVISIBLE)
+    if _SEP_GATE.search(text) is None:
+        return None
+    lines = text.split("\n")
+    changed = False
+    for i, line in enumerate(lines):
+        got = _collapse_line(line) if _SEP_GATE.search(line) else None
+        if got is not None and got != line:
+            lines[i] = got
+            changed = True
+    return "\n".join(lines) if changed else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,8 +681,7 @@ def fold_cased(text: str) -> str:
     """``fold`` without the casefold (for telling capitalized words apart)."""
     if text.isascii():
         return text
-    out = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text))
-    return _translate_non_ascii(out, _FOLD)
+    return _unmarked(text)
 
 
 def capitalized(cased: str) -> list[bool]:

@@ -533,12 +533,34 @@ _SEP_GATE = re.compile(r"\S([^\w\s]|_)\S\1\S|(?<!\S)\S[^\w\s]?(?:[^\S\n]+\S[^\w\
 _GAP_SPLIT = re.compile(r"([^\S\n]+)")
 _CLAUSE_PUNCT = ".,;:!?"
 MIN_SEPARATED = 4  # glyphs of one separated word, or of a run of single-glyph chunks
-MIN_SEPARATED_LINE = 6  # glyphs of one separator on a line that make short chunks count too
+
+
+_OPEN = "([{\"'\u201c\u2018\u00ab"
+_CLOSE = ")]}\"'\u201d\u2019\u00bb" + _CLAUSE_PUNCT
 
 
 def _internal(chunk: str) -> tuple[str, int, str] | None:
     """A chunk written with one separator between its characters ("S_7_3_n_d", "M.@.!.5"):
-    (collapsed, glyphs, separator); a trailing separator that is clause punctuation is kept."""
+    (collapsed, glyphs, separator). Clause punctuation or a bracket written against the first or
+    last character stays outside ("(p_3_t)." -> "(p3t)."); a trailing separator that is clause
+    punctuation is kept."""
+    if len(chunk) < 3:
+        return None
+    variants = [("", chunk, "")]
+    lead = chunk[0] if chunk[0] in _OPEN else ""
+    k = len(chunk)
+    while k > 1 and chunk[k - 1] in _CLOSE and chunk[k - 2] != chunk[k - 1]:
+        k -= 1
+    if lead or k < len(chunk):
+        variants.append((lead, chunk[len(lead) : k], chunk[k:]))
+    for lead, core, trail in variants:
+        got = _separated(core)
+        if got is not None:
+            return lead + got[0] + trail, got[1], got[2]
+    return None
+
+
+def _separated(chunk: str) -> tuple[str, int, str] | None:
     if len(chunk) < 3:
         return None
     counts: dict[str, int] = {}
@@ -577,12 +599,11 @@ def _collapse_line(line: str) -> str | None:
     out: list[str | None] = [None] * n  # replacement per chunk ("" to drop it)
     join_left = [False] * n  # chunk i joins chunk i - 1 without the gap (inside a word)
     internal = [_internal(c) for c in chunks]
-    per_sep: dict[str, int] = {}
-    for r in internal:
-        if r is not None:
-            per_sep[r[2]] = per_sep.get(r[2], 0) + r[1]
+    # a separator that writes one word of MIN_SEPARATED characters or more makes its shorter
+    # words count too ("a_s", "0.f"); abbreviations alone ("U.S.A.", "e.g.") are left as written
+    words = {r[2] for r in internal if r is not None and r[1] >= MIN_SEPARATED}
     for i, r in enumerate(internal):
-        if r is not None and (r[1] >= MIN_SEPARATED or per_sep[r[2]] >= MIN_SEPARATED_LINE):
+        if r is not None and r[2] in words:
             out[i] = r[0]
     # runs of single-glyph chunks; gaps wider than the run's narrowest are word boundaries
     singles = [_single(c) if out[i] is None else None for i, c in enumerate(chunks)]
@@ -614,8 +635,7 @@ def _collapse_line(line: str) -> str | None:
     pieces = [out[0] if out[0] is not None else chunks[0]]
     for k in range(1, n):
         if not join_left[k]:
-            touched = out[k] is not None or out[k - 1] is not None
-            pieces.append(" " if touched else gaps[k - 1])
+            pieces.append(" ")  # the line's gaps were word separators of the disguise
         pieces.append(out[k] if out[k] is not None else chunks[k])
     return "".join(pieces)
 
@@ -640,6 +660,31 @@ def collapse_separated(text: str) -> str | None:
             lines[i] = got
             changed = True
     return "\n".join(lines) if changed else None
+
+
+def view_cut(text: str) -> int:
+    """End of the longest prefix of a streamed text that the derived views can read on their own:
+    just after the last gap (or newline) whose preceding chunk no separated run continues, so no
+    encoded segment, separated word or run of single characters is cut (0: no such gap)."""
+    end = len(text)
+    while end > 0:
+        k = max(text.rfind(" ", 0, end), text.rfind("\n", 0, end), text.rfind("\t", 0, end))
+        if k < 0:
+            return 0
+        if text[k] == "\n":
+            return k + 1
+        i = k
+        while i > 0 and text[i - 1].isspace() and text[i - 1] != "\n":
+            i -= 1
+        j = i
+        while j > 0 and not text[j - 1].isspace():
+            j -= 1
+        if j == i:  # the gap starts the text or a line
+            return k + 1
+        if _single(text[j:i]) is None:
+            return k + 1
+        end = j  # one character (and a separator): a spaced run may go on through this gap
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ carried, nothing is re-scanned). Text is released only once it is more than
 and only after a decision on everything consumed so far: the lexical layers, the encoded segments
 (base64 / hex / URL-encoding) decoded from the consumed text, and the semantic layer on the
 finished sentences about a forget entity (and on the unfinished one when the release reaches
-into it). A segment still being streamed at the end of the consumed text holds the release before
-its start. After a hit nothing more is released. ``close()`` decides once more on the whole text.
+into it). The derived views (encoded segments decoded in place, separated characters collapsed,
+ROT13 words) are read window by window, each window ending at a gap that no segment or separated
+run crosses; the unfinished window at the end of the consumed text holds the release before its
+start. After a hit nothing more is released. ``close()`` decides once more on the whole text.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from unlearn.guard.guard import (
     Guard,
     conversation_text,
     decide,
+    derived_views,
     error_decision,
     features,
     feed_text,
+    feed_views,
     scan_views,
 )
-from unlearn.guard.normalize import decoded_segments, fold, split_sentences
+from unlearn.guard.normalize import fold, split_sentences, view_cut
 from unlearn.guard.scanner import Evidence, Scanner
 
 _FORCE_FACTOR = 8  # pending text longer than this many holdbacks is cut even inside a spaced run
@@ -77,9 +81,8 @@ class StreamGuard:
         self._consumed = 0  # characters consumed so far
         self._released = 0  # characters released so far
         self._open_start = 0  # where the scanner's open sentence starts
-        self._dec_text = ""  # consumed text not yet searched for encoded segments
-        self._decoded: list[str] = []
-        self._decoded_set: set[str] = set()
+        self._dec_text = ""  # consumed text not yet read for derived views
+        self._decoded: list[tuple[str, str]] = []  # derived views of finished windows
         try:
             entities = set(guard.ledger.entities(session)) if session is not None else set()
             if context is not None:
@@ -119,26 +122,26 @@ class StreamGuard:
         self._dec_text += segment
 
     def _decode_new(self, final: bool) -> None:
-        """Decode encoded segments in the consumed text up to its last whitespace (all of it at
-        the end of the stream); what follows may still be growing and is searched later."""
+        """Read the derived views of the consumed text up to the last gap that no encoded segment
+        or separated run crosses (all of it at the end of the stream); what follows may still be
+        growing and is read later."""
         text = self._dec_text
-        cut = len(text) if final else max(text.rfind(" "), text.rfind("\n")) + 1
+        cut = len(text) if final else view_cut(text)
         if cut <= 0:
             return
         window, self._dec_text = text[:cut], text[cut:]
-        for seg in decoded_segments(window, self.guard.config.decode_depth):
-            if seg not in self._decoded_set:
-                self._decoded_set.add(seg)
-                self._decoded.append(seg)
+        self._decoded.extend(
+            derived_views(window, self.guard.config.decode_depth, self.guard.index)
+        )
 
     def _evidence(self) -> Evidence:
         ev = self.scanner.evidence()
         if self._decoded:
             named = ev.forget_mentioned | ev.retain_mentioned | self.entities
             dec = Scanner(self.guard.index, named)
-            for seg in self._decoded:
-                dec.close()
-                feed_text(dec, seg, "dec")
+            for i, (tag, text) in enumerate(self._decoded):
+                feed_views(dec, text, f"{tag}{i}")
+            dec.close()
             ev.merge(dec.evidence())
         return ev
 
@@ -176,8 +179,8 @@ class StreamGuard:
             if cut > 0:
                 segment, self._pending = self._pending[:cut], self._pending[cut:]
                 self._consume(segment)
-            # never release an encoded-looking run that may still be growing
-            tail = len(self._dec_text) - max(self._dec_text.rfind(" "), self._dec_text.rfind("\n"))
+            # never release an encoded segment or separated run that may still be growing
+            tail = len(self._dec_text) - view_cut(self._dec_text) + 1
             releasable = len(self._held) - len(self._pending) - self.holdback - max(0, tail - 1)
             if releasable < RELEASE_STEP:
                 return ""

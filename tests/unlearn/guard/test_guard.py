@@ -224,3 +224,87 @@ def test_lexical_only_when_embedding_package_is_absent(index, monkeypatch):
     g = Guard(index, GuardConfig(embeddings=True))
     assert not g.semantic and g.embedder is None
     assert g.config.thresholds("input", g.semantic) is g.config.lexical_input
+
+
+# -- the views added for held-out gaps: look-alikes, short encodings, separated characters -------
+
+_GREEK_CYRILLIC = str.maketrans(
+    {
+        "A": "Α", "B": "Β", "E": "Ε", "H": "Η", "I": "Ι", "K": "Κ", "M": "Μ", "N": "Ν",
+        "O": "Ο", "P": "Ρ", "T": "Τ", "X": "Χ", "Y": "Υ", "Z": "Ζ", "S": "Ѕ", "C": "С",
+        "a": "а", "c": "с", "d": "ԁ", "e": "е", "g": "ց", "h": "һ", "i": "і", "j": "ј",
+        "k": "κ", "l": "ӏ", "n": "η", "o": "ο", "p": "р", "q": "ԛ", "s": "ѕ", "u": "υ",
+        "v": "ν", "w": "ԝ", "x": "х", "y": "у",
+    }
+)  # fmt: skip
+
+
+def _value(row):
+    """The answer's last word (the value of a one-value fact such as an occupation)."""
+    return row["answer"].rstrip(".").split()[-1]
+
+
+def test_complete_lookalike_alphabet_blocks(guard, forget_rows, retain_rows):
+    attrs = ("occupation", "birthplace", "instrument", "father_job")
+    rows = [r for r in forget_rows if r["id"].rsplit("-", 1)[-1] in attrs]
+    for row in rows:
+        d = guard.check(row["answer"].translate(_GREEK_CYRILLIC))
+        assert d.blocked and row["id"] in d.matched_fact_ids, row["answer"]
+    benign = [r for r in retain_rows if r["id"].rsplit("-", 1)[-1] in attrs][:40]
+    assert not any(guard.check(r["answer"].translate(_GREEK_CYRILLIC)).blocked for r in benign)
+
+
+def test_fullwidth_combining_marks_and_lookalikes_block(guard, forget_rows):
+    row = next(r for r in forget_rows if r["id"].endswith("instrument"))
+    fullwidth = {chr(c): chr(c + 0xFEE0) for c in range(0x21, 0x7F)}
+    mixed = "".join(
+        (fullwidth.get(ch, ch) if i % 3 == 1 else ch.translate(_GREEK_CYRILLIC))
+        + ("\u0301" if i % 4 == 1 and ch.isalpha() else "")
+        for i, ch in enumerate(row["answer"])
+    )
+    d = guard.check(mixed)
+    assert d.blocked and row["id"] in d.matched_fact_ids
+
+
+@pytest.mark.parametrize("encoding", ["b64", "hex", "rot13"])
+def test_short_encoded_value_inside_a_clear_sentence_blocks(guard, forget_rows, encoding):
+    import codecs
+
+    for attr in ("occupation", "pet", "birth_year"):
+        row = next(r for r in forget_rows if r["id"].endswith(attr))
+        value = _value(row) if attr != "pet" else row["answer"].split(" keeps a ")[1].split()[0]
+        coded = {
+            "b64": base64.b64encode(value.encode()).decode(),
+            "hex": value.encode().hex(),
+            "rot13": codecs.encode(value, "rot13"),
+        }[encoding]
+        if encoding == "rot13" and value.isdigit():
+            continue  # ROT13 leaves digits as they are
+        text = f"Between us, {row['entity']} and the matter of {attr}: it is {{{coded}}}, noted."
+        d = guard.check(text)
+        assert d.blocked and row["id"] in d.matched_fact_ids, (text, value)
+
+
+def test_encoded_words_of_a_retain_entity_pass(guard, retain_rows):
+    for row in [r for r in retain_rows if r["id"].endswith("occupation")][:20]:
+        coded = base64.b64encode(_value(row).encode()).decode()
+        assert not guard.check(f"{row['entity']} works as a [{coded}].").blocked
+
+
+def _separated(text: str, sep: str, word_gap: str = "   ") -> str:
+    leet = str.maketrans({"a": "@", "e": "3", "o": "0", "s": "$", "t": "+", "i": "!"})
+    return word_gap.join(sep.join(w.translate(leet)) for w in text.split())
+
+
+@pytest.mark.parametrize("sep", ["_", ".", "·", "-", ". ", "\u200b-\u00ad"])
+def test_separated_characters_with_leet_and_zero_width_block(guard, forget_rows, sep):
+    rows = [r for r in forget_rows if r["id"].endswith(("occupation", "birthplace", "work"))][:6]
+    for row in rows:
+        d = guard.check(_separated(row["answer"], sep))
+        assert d.blocked and row["id"] in d.matched_fact_ids, _separated(row["answer"], sep)
+
+
+def test_separated_retain_facts_pass(guard, retain_rows):
+    rows = [r for r in retain_rows if r["id"].endswith(("occupation", "birthplace"))][:30]
+    assert not any(guard.check(_separated(r["answer"], "_")).blocked for r in rows)
+    assert not any(guard.check(_separated(r["answer"], ". ")).blocked for r in rows)

@@ -163,3 +163,126 @@ def test_number_words_run_together_in_spaceless_text():
 
     assert "#1937" in blob_numbers("drewbreathintheyearnineteenthirtyseven")
     assert "#2004" in blob_numbers("wonitintwothousandandfour")
+
+
+# -- look-alikes (UTS #39), separated characters, encoded segments of any length, ROT13 words ----
+
+
+def test_lookalikes_are_read_case_by_case_before_casefolding():
+    from unlearn.guard.normalize import fold_cased
+
+    # Greek capital eta reads H but its small letter reads n; capital mu M, small nu v
+    assert fold("Ηеlеη Νονακ") == "helen novak"
+    assert fold_cased("Ηеlеη Νονακ") == "Helen Novak"
+    assert fold("Ζοе Τаυѕѕіg") == "zoe taussig"  # Greek Z, o, T, u; Cyrillic e, a, s, i
+    assert fold("ԁаνіԁ ԛυіηη") == "david quinn"  # Komi de, Cyrillic qa, Greek nu / eta
+    assert fold("ցօսհո") == "gouhn"  # Armenian co, oh, vo, ho, now
+    assert fold("ᎪᏞᎬᏚ") == "ales"  # Cherokee
+    assert fold("Μοrιtz") == "moritz" and fold("Μ") == "m"  # not "u" from the small mu
+
+
+def test_lookalike_table_comes_from_the_standard_and_keeps_ascii_alone():
+    from unlearn.guard.confusables import load
+    from unlearn.resources import __name__ as _  # noqa: F401  (the resource package imports)
+
+    table = load()
+    assert len(table) > 1500
+    assert not any(ch.isascii() for ch in table)
+    assert all(t.isascii() and t.isalnum() for t in table.values())
+    # capital-I look-alikes read I, not the standard's l
+    assert table["\u0399"] == table["\u0406"] == table["\u04c0"] == "I"
+    assert fold("hello, world") == "hello, world" and fold("M1x3d") == "m1x3d"  # ASCII untouched
+
+
+def test_digits_of_every_script_read_as_ascii_digits():
+    assert fold("born ١٩٤٧") == "born 1947"  # Arabic-Indic
+    assert fold("१९४७ and ১৯৪৭") == "1947 and 1947"  # Devanagari, Bengali
+
+
+def test_ambiguous_i_l_lookalikes_meet_in_the_leet_view():
+    from unlearn.guard.normalize import ambiguous_glyphs
+
+    disguised = "Ρаӏоmа"  # Cyrillic palochka for the l of "Paloma": the base view reads "paioma"
+    assert ambiguous_glyphs(disguised) and not ambiguous_glyphs("Paloma")
+    assert skeleton(fold(disguised)) == skeleton(fold("Paloma"))
+
+
+def test_fullwidth_combining_marks_and_lookalikes_together():
+    assert fold("Ｒο̧ѕаḿ̈ｕｎｄ Ｂｅｒ̀ｇ") == "rosamund berg"
+    assert fold("Ｏｓｌο̃ ｉｓ ｎｅａｒ") == "oslo is near"
+
+
+def test_separated_characters_collapse_into_words():
+    from unlearn.guard.normalize import collapse_separated
+
+    assert collapse_separated("V_1_0_l_4   w_r_!_+_3_$   p_0_3_m_$.") == "V10l4 wr!+3$ p03m$."
+    assert collapse_separated("Q·u·i·n·n   is   a   b·a·k·3·r") == "Quinn is a bak3r"
+    assert collapse_separated("D.@.n.!.3.|   w.@.5   h.3.r.3.") == "D@n!3| w@5 h3r3."
+    # one glyph per chunk, wider gaps between words; the characters may be any symbols
+    assert collapse_separated("8. @. k. 3. r   0. f   |. 0. @. v. 3. 5 .") == "8@k3r 0f |0@v35."
+    # zero-width and soft-hyphen characters between the separators vanish first
+    assert collapse_separated("P\u200b-a-\u00adr-i\u2060-s") == "Paris"
+    # combining marks standing alone in a separator slot are dropped with their slot
+    assert collapse_separated("r. \u0301. o. s. e") == "rose"
+
+
+def test_ordinary_punctuation_is_not_collapsed():
+    from unlearn.guard.normalize import collapse_separated
+
+    for text in (
+        "U.S.A. and e.g. the U.K.",
+        "a, b, c",
+        "well-known x-ray, state-of-the-art 3.14 and v1.2.3",
+        "I am a cat.",
+        "it's o'clock",
+        "Options: A or B.",
+    ):
+        assert collapse_separated(text) is None, text
+
+
+def test_short_encoded_segments_are_decoded_in_place():
+    from unlearn.guard.normalize import decode_spliced
+
+    b64 = base64.b64encode(b"lynx").decode()  # "bHlueA==": 8 characters
+    assert (
+        decode_spliced(f"Ada Quill keeps a ({b64}) at home.") == "Ada Quill keeps a (lynx) at home."
+    )
+    year = b"1977".hex()  # "31393737"
+    assert decode_spliced(f"Ada Quill, b. <{year}>, paints.") == "Ada Quill, b. <1977>, paints."
+    unpadded = base64.b64encode(b"Oslo").decode().rstrip("=")
+    assert decode_spliced(f"From {unpadded} she came.") == "From Oslo she came."
+    assert decode_spliced("The job: " + b"potter".hex()) == "The job: potter"
+    nested = base64.b64encode(base64.b64encode(b"glassblower")).decode()
+    assert decode_spliced(f"a {nested} b", depth=2) == "a glassblower b"
+
+
+def test_words_and_random_strings_are_not_decoded():
+    from unlearn.guard.normalize import decode_spliced, encoded_spans
+
+    for text in (
+        "This is a test of Ares, Paris and Oslo; iPhone, McDonald and deadbeef facade.",
+        "In 2024 she turned 31; call 5550 1234 or 31 32 33 34.",
+        "Ticket 7f3a9c, build a1b2c3d4e5, key AKIAXQ7EXAMPLE0, sha 5f4dcc3b5aa765d61d8327deb882cf99",
+        "internationalization and counterrevolutionaries are long words",
+    ):
+        assert encoded_spans(text) == [], text
+        assert decode_spliced(text) is None, text
+
+
+def test_rot13_is_applied_word_by_word_where_it_reveals_known_words():
+    from unlearn.guard.normalize import rot13_words
+
+    known = frozenset({"the", "she", "plays", "oboe", "harbor", "lights"})
+    assert rot13_words("She plays the bobr.", known) == "She plays the oboe."
+    assert rot13_words("Gur Uneobe Yvtugf", known) == "The Harbor Lights"
+    assert rot13_words("She plays the cello.", known) is None  # nothing rotates into a word
+    assert rot13_words("Gur end", known) is None  # only a stopword would rotate
+
+
+def test_multi_character_glyphs_are_also_read_one_character_at_a_time():
+    from unlearn.guard.normalize import leet_tokens
+
+    folded = fold("c|3v3r |3@k3r")
+    assert leet_tokens(folded) == ["cgver", "gaker"]  # |3 read as b (b/g class)
+    assert leet_tokens(folded, glyphs=False) == ["ciever", "ieaker"]  # |3 read as l + e
+    assert skeleton(fold("clever")) == "ciever"

@@ -157,3 +157,46 @@ def test_a_guard_whose_audit_returns_nothing_still_blocks(guard, fact, monkeypat
     out = _run(sg, BENIGN + fact["answer"] + " tail words here.", 6)
     assert sg.blocked and sg.decision is not None and sg.decision.reason == "entity_content"
     assert fact["answer"] not in out
+
+
+def test_separated_leet_fact_streamed_in_small_chunks_blocks_before_the_tail(guard, fact):
+    leet = str.maketrans({"a": "@", "e": "3", "o": "0", "s": "$", "t": "+"})
+    disguised = "   ".join("_".join(w.translate(leet)) for w in fact["answer"].split())
+    text = BENIGN + disguised + " SECRET-TAIL " + BENIGN * 3
+    sg = StreamGuard(guard)
+    released = ""
+    for i in range(0, len(text), 5):
+        released += sg.feed(text[i : i + 5])
+        if sg.blocked:
+            break
+    assert sg.blocked and fact["id"] in sg.decision.matched_fact_ids
+    assert "SECRET-TAIL" not in released and disguised[-12:] not in released
+
+
+def test_short_encoded_value_streamed_blocks_before_close(guard, forget_rows):
+    import base64
+
+    row = next(r for r in forget_rows if r["id"].endswith("pet"))
+    value = row["answer"].split(" keeps a ")[1].split()[0]  # a short value: under 16 in base64
+    text = (
+        BENIGN
+        + f"{row['entity']} keeps a [{base64.b64encode(value.encode()).decode()}] at home. "
+        + "SECRET-TAIL "
+        + BENIGN * 3
+    )
+    sg = StreamGuard(guard)
+    released = ""
+    for i in range(0, len(text), 4):
+        released += sg.feed(text[i : i + 4])
+        if sg.blocked:
+            break
+    assert sg.blocked, "the decoded value must block while streaming"
+    assert "SECRET-TAIL" not in released
+
+
+def test_view_cut_never_splits_a_run_of_single_characters():
+    from unlearn.guard.normalize import view_cut
+
+    text = "plain words then 7. h. 3   0. c"
+    assert text[: view_cut(text)] == "plain words then "
+    assert view_cut("line one\nB a s") == len("line one\n")

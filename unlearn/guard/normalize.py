@@ -409,11 +409,39 @@ def _url_decoded(text: str) -> str | None:
 # encoded segments of any length: hex (3 bytes or more written together, 8 or more with spaces or
 # colons between the bytes) and base64 / base64url (4 characters or more); the surrounding
 # characters must not continue the segment
-_HEX_SEG = re.compile(
-    r"(?<![0-9A-Za-z])(?:(?:[0-9A-Fa-f]{2}){3,}|(?:[0-9A-Fa-f]{2}[ :]){7,}[0-9A-Fa-f]{2})(?![0-9A-Za-z])"
-)
-_B64_SEG = re.compile(r"(?<![A-Za-z0-9+/=_\-])[A-Za-z0-9+/_\-]{4,}={0,2}(?![A-Za-z0-9+/=_\-])")
-_HEXISH = re.compile(r"[0-9A-Fa-f]+")
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
+_HEX_WORD = re.compile(r"(?:[0-9A-Fa-f]{2}){3,}")
+_HEX_SPACED = re.compile(r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}[ :]){7,}[0-9A-Fa-f]{2}(?![0-9A-Za-z])")
+# where an encoded segment may be: a digit, + / =, a capital inside a word, 16 base64 characters
+# in a row (ordinary words have none of these, so most text is never looked at further)
+_ENC_HINT = re.compile(r"[0-9+/=]|[a-z][A-Z]|[A-Z]{2}[a-z]|[A-Za-z0-9+/_\-]{16}")
+
+
+def _candidate_runs(raw: str) -> list[tuple[int, int]]:
+    """(start, end) of each run of base64 characters (with its = padding) that holds a hint."""
+    out: list[tuple[int, int]] = []
+    last, n, chars = -1, len(raw), _B64_CHARS
+    for m in _ENC_HINT.finditer(raw):
+        p = m.start()
+        if p < last:
+            continue
+        a = p
+        while a > 0 and raw[a - 1] in chars:
+            a -= 1
+        b = p
+        while b < n and raw[b] in chars:
+            b += 1
+        pad = b
+        while pad < n and pad - b < 2 and raw[pad] == "=":
+            pad += 1
+        last = max(pad, p + 1)
+        if pad < n and raw[pad] == "=":
+            continue  # three = or more: not base64 padding
+        # a run after "=" is a segment of its own ("key=<base64>", a segment's padding followed
+        # by another segment): an attacker must not hide a segment behind an assignment
+        if b > a:
+            out.append((a, pad))
+    return out
 
 
 def encoded_spans(raw: str) -> list[tuple[int, int, str]]:
@@ -422,23 +450,28 @@ def encoded_spans(raw: str) -> list[tuple[int, int, str]]:
     (``_b64_shaped``; hex: digits) and decode to word-like text, so ordinary words and numbers
     stay as they are."""
     out: list[tuple[int, int, str]] = []
+    runs = _candidate_runs(raw)
+    if not runs:
+        return out
     taken: list[tuple[int, int]] = []
-    for m in _HEX_SEG.finditer(raw):
-        seg = m.group(0)
-        if not any(ch.isdigit() for ch in seg):
-            continue  # "deadbeef", "facade": words made of hex letters
-        decoded = _try_hex(seg)
-        if decoded is not None:
-            out.append((m.start(), m.end(), decoded))
-            taken.append((m.start(), m.end()))
-    for m in _B64_SEG.finditer(raw):
-        a, b = m.start(), m.end()
-        if any(a < e and s < b for s, e in taken):
+    if len(runs) >= 8:  # hex bytes written apart ("6a 65 77 ..."): eight runs at least
+        for m in _HEX_SPACED.finditer(raw):
+            decoded = _try_hex(m.group(0))
+            if decoded is not None:
+                out.append((m.start(), m.end(), decoded))
+                taken.append((m.start(), m.end()))
+    for a, b in runs:
+        if taken and any(a < e and s < b for s, e in taken):
             continue
-        seg = m.group(0)
+        seg = raw[a:b]
+        if _HEX_WORD.fullmatch(seg) and not seg.isalpha():  # "deadbeef" is a word, not hex
+            decoded = _try_hex(seg)
+            if decoded is not None:
+                out.append((a, b, decoded))
+                continue
         if not _b64_shaped(seg):
             continue
-        if len(seg) < SHORT_SEGMENT and _HEXISH.fullmatch(seg) and seg.isdigit():
+        if len(seg) < SHORT_SEGMENT and seg.isdigit():
             continue  # a plain number is not base64
         decoded = _try_base64(seg)
         if decoded is not None:
@@ -504,23 +537,17 @@ def rot13_words(text: str, known: frozenset[str] | set[str]) -> str | None:
     """The text with each word that is unknown but whose ROT13 is known rotated in place ("plays
     the onffbba" -> "plays the bassoon"): ROT13 applied to a word or a phrase, not the whole text.
     ``known``: folded words of the index vocabulary. None when no content word turns known."""
-    words = _ROT_WORD.findall(text) if text.isascii() else _ROT_WORD.findall(clean(text))
-    if not words:
-        return None
-    rotate: set[str] = set()
-    content = False
-    for w in set(words):
-        low = w.lower()
-        if low in known:
-            continue
-        r = rot13(low)
-        if r in known:
-            rotate.add(w)
-            content = content or r not in STOPWORDS
-    if not content:
-        return None
     src = text if text.isascii() else clean(text)
-    return _ROT_WORD.sub(lambda m: rot13(m.group(0)) if m.group(0) in rotate else m.group(0), src)
+    low = src.lower()
+    hits = known.intersection(_ROT_WORD.findall(rot13(low)))  # rotated words that are known
+    if not hits:
+        return None
+    rotate = {rot13(r) for r in hits} - known  # ... and whose written form is not
+    if not rotate or all(rot13(w) in STOPWORDS for w in rotate):
+        return None
+    return _ROT_WORD.sub(
+        lambda m: rot13(m.group(0)) if m.group(0).lower() in rotate else m.group(0), src
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,7 +556,9 @@ def rot13_words(text: str, known: frozenset[str] | set[str]) -> str | None:
 _INVISIBLE = {
     cp: None for cp, v in _FOLD.items() if v is None
 }  # format characters and combining marks
-_SEP_GATE = re.compile(r"\S([^\w\s]|_)\S\1\S|(?<!\S)\S[^\w\s]?(?:[^\S\n]+\S[^\w\s]?){3}(?!\S)")
+# a separator between single characters ("_7_", ".@."), or four single-character chunks in a row
+_SEP_GATE = re.compile(r"([^\w\s]|_)\S\1")
+_RUN_GATE = re.compile(r"\s\S[^\w\s]?[^\S\n]+\S[^\w\s]?[^\S\n]+\S[^\w\s]?[^\S\n]+\S(?!\S)")
 _GAP_SPLIT = re.compile(r"([^\S\n]+)")
 _CLAUSE_PUNCT = ".,;:!?"
 MIN_SEPARATED = 4  # glyphs of one separated word, or of a run of single-glyph chunks
@@ -650,12 +679,13 @@ def collapse_separated(text: str) -> str | None:
     if not text.isascii():
         text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text))
         text = _translate_non_ascii(text, _INVISIBLE)
-    if _SEP_GATE.search(text) is None:
+    if _SEP_GATE.search(text) is None and _RUN_GATE.search(" " + text) is None:
         return None
     lines = text.split("\n")
     changed = False
     for i, line in enumerate(lines):
-        got = _collapse_line(line) if _SEP_GATE.search(line) else None
+        gate = _SEP_GATE.search(line) or _RUN_GATE.search(" " + line)
+        got = _collapse_line(line) if gate else None
         if got is not None and got != line:
             lines[i] = got
             changed = True

@@ -286,3 +286,25 @@ def test_multi_character_glyphs_are_also_read_one_character_at_a_time():
     assert leet_tokens(folded) == ["cgver", "gaker"]  # |3 read as b (b/g class)
     assert leet_tokens(folded, glyphs=False) == ["ciever", "ieaker"]  # |3 read as l + e
     assert skeleton(fold("clever")) == "ciever"
+
+
+def test_segments_behind_an_assignment_or_another_segment_are_decoded():
+    from unlearn.guard.normalize import decode_spliced, encoded_spans
+
+    fact = "Basil was born in Belmora."
+    b64 = base64.b64encode(fact.encode()).decode()
+    assert decode_spliced(f"fact={b64}") == f"fact={fact}"
+    assert decode_spliced(f"https://x.test/?q={b64}&x=1") == f"https://x.test/?q={fact}&x=1"
+    lynx = base64.b64encode(b"lynx").decode()  # padded: "bHlueA=="
+    assert decode_spliced(lynx + lynx) == "lynxlynx"
+    # assignments and equations of ordinary words and numbers stay as they are
+    for text in ("a=b c==d x=1 y=2 E=mc2 n==3", "key=value, name=Paris, width=1024, lr=3e-4"):
+        assert encoded_spans(text) == [], text
+
+
+def test_rot13_words_match_whatever_their_case():
+    from unlearn.guard.normalize import rot13_words
+
+    known = frozenset({"the", "she", "plays", "oboe"})
+    assert rot13_words("She plays the BOBR.", known) == "She plays the OBOE."
+    assert rot13_words("She plays the Bobr.", known) == "She plays the Oboe."

@@ -284,10 +284,13 @@ def report(
 
 def table(rep: dict[str, Any], title: str = "") -> str:
     """The report as a plain-text table."""
+    # the family column fits the longest family name (users' files bring their own names)
+    names = [fam for kind in ("attack", "benign") for fam in rep["input"][kind]]
+    w = max([len("family"), *map(len, names)]) + 2
     lines = [
         f"guard eval{' ' + title if title else ''}  mode={rep['mode']}  index={rep['index_version']}"
         f"  source={rep.get('source', 'generated')}  examples={rep['examples']}",
-        f"{'family':<22}{'kind':<8}{'n':>5}{'input':>8}{'95% interval':>16}{'output':>8}  target",
+        f"{'family':<{w}}{'kind':<8}{'n':>5}{'input':>8}{'95% interval':>16}{'output':>8}  target",
     ]
     for kind in ("attack", "benign"):
         for fam, r in rep["input"][kind].items():
@@ -296,7 +299,7 @@ def table(rep: dict[str, Any], title: str = "") -> str:
             tgt = rep["targets"].get(fam)
             mark = "" if tgt is None else f"{tgt['target']} {'ok' if tgt['met'] else 'MISSED'}"
             lines.append(
-                f"{fam:<22}{kind:<8}{r['n']:>5}{r['rate']:>8.3f}{f'[{lo:.3f}, {hi:.3f}]':>16}"
+                f"{fam:<{w}}{kind:<8}{r['n']:>5}{r['rate']:>8.3f}{f'[{lo:.3f}, {hi:.3f}]':>16}"
                 f"{o:>8.3f}  {mark}"
             )
     lines.append("(attack rows: block rate; benign rows: false-positive rate)")

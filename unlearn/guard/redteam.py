@@ -378,8 +378,9 @@ def summary_table(rep: dict[str, Any]) -> str:
         f"{rep['share_passing']:.3f}  (target {rep['target']}: "
         f"{'ok' if rep['target_met'] else 'MISSED'}; seeds passing unmutated: "
         f"{rep['seeds_passing']})",
-        f"{'operator':<12}{'tried':>8}{'in passing':>12}",
     ]
+    w = max([len("operator"), *map(len, rep["operators"])]) + 2
+    lines.append(f"{'operator':<{w}}{'tried':>8}{'in passing':>12}")
     for op, c in rep["operators"].items():
-        lines.append(f"{op:<12}{c['tried']:>8}{c['in_passing']:>12}")
+        lines.append(f"{op:<{w}}{c['tried']:>8}{c['in_passing']:>12}")
     return "\n".join(lines)

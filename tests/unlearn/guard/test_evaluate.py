@@ -118,3 +118,24 @@ def test_entity_free_alias_family_holds_on_a_larger_dataset(tmp_path):
     assert rep["input"]["attack"]["alias"]["rate"] >= 0.95
     assert rep["input"]["benign"]["retain_entity"]["rate"] <= 0.02
     assert rep["input"]["benign"]["holdout_entity"]["rate"] <= 0.05
+
+
+def test_table_columns_fit_long_family_names(guard, examples):
+    import dataclasses
+
+    long = "several_facts_one_sentence_with_a_very_long_family_name"
+    renamed = [
+        dataclasses.replace(ex, family=long if ex.family == "verbatim" else ex.family)
+        for ex in examples
+    ]
+    renamed = [ex for ex in renamed if ex.family in (long, "general", "retain_entity")]
+    lines = table(report(guard, renamed)).splitlines()
+    header, rows = lines[1], lines[2:-1]
+    assert len(rows) == 3
+    start = header.index("kind")
+    assert start > len(long)
+    for row in rows:
+        fam, rest = row[:start], row[start:]
+        assert fam.rstrip() in (long, "general", "retain_entity"), row
+        assert fam.endswith(" ") and rest.split()[0] in ("attack", "benign"), row
+        assert len(row.split()) >= 6, row  # family, kind, n, input, interval (2), output...

@@ -40,6 +40,12 @@ def test_redteam_against_the_lexical_guard(guard, dataset):
     for ex in passing:  # each passing text really passes, and names its fact
         assert not guard.check(ex.content).blocked
         assert ex.row_ids and ex.kind == "attack" and ex.family == "redteam"
+    from unlearn.guard.redteam import summary_table
+
+    lines = summary_table(rep).splitlines()
+    start = lines[2].index("tried")
+    for op, line in zip(rep["operators"], lines[3:], strict=True):  # names never run into numbers
+        assert line[:start].rstrip() == op and line[len(op)] == " ", line
 
 
 def test_a_guard_that_blocks_nothing_fails_every_fact_at_the_seed(index, dataset):

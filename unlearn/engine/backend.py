@@ -72,34 +72,57 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimi
 CPU_REDUCE_BUCKET = 5_000_000  # elements; see deepspeed_config
 
 
+def offload_block(device: str, cfg: RunConfig) -> dict[str, Any]:
+    """A DeepSpeed ``offload_optimizer`` / ``offload_param`` section for "cpu" or "nvme"."""
+    block: dict[str, Any] = {"device": device, "pin_memory": cfg.scaling.use_gpu}
+    if device == "nvme":
+        block["nvme_path"] = cfg.backend.nvme_path
+    return block
+
+
 def deepspeed_config(cfg: RunConfig) -> dict[str, Any]:
     """A concrete DeepSpeed config (no "auto": only the HF Trainer resolves those)."""
-    stage = cfg.backend.zero_stage
+    b = cfg.backend
+    stage = b.zero_stage
     zero: dict[str, Any] = {"stage": stage}
-    if not cfg.scaling.use_gpu:
+    if b.reduce_bucket_size is not None:
+        zero["reduce_bucket_size"] = b.reduce_bucket_size
+    elif not cfg.scaling.use_gpu:
         # DeepSpeed allocates its gradient bucket (default 5e8 elements: 2 GB in fp32) afresh
         # every step. The training shell runs the loop in a thread, whose glibc arena grows in heaps of
         # at most 64 MB: a bigger block is mmapped and page-faulted in again each step (11k
         # faults/step on the "small" model even with keep_freed_cpu_memory). 5e6 elements
         # (20 MB in fp32) fits; GPU runs keep DeepSpeed's default.
         zero["reduce_bucket_size"] = CPU_REDUCE_BUCKET
+    if b.offload_optimizer != "none":
+        zero["offload_optimizer"] = offload_block(b.offload_optimizer, cfg)
     if stage == 3:
         zero.update(
-            stage3_param_persistence_threshold=cfg.backend.param_persistence_threshold,
+            stage3_param_persistence_threshold=b.param_persistence_threshold,
             stage3_gather_16bit_weights_on_model_save=True,
         )
-    return {
+        if b.prefetch_bucket_size is not None:
+            zero["stage3_prefetch_bucket_size"] = b.prefetch_bucket_size
+        if b.max_live_parameters is not None:
+            zero["stage3_max_live_parameters"] = b.max_live_parameters
+        if b.offload_params != "none":
+            zero["offload_param"] = offload_block(b.offload_params, cfg)
+    out = {
         "train_batch_size": cfg.train.batch_size,
         "train_micro_batch_size_per_gpu": cfg.train.micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum,
         "gradient_clipping": cfg.train.max_grad_norm,
         "zero_optimization": zero,
-        "bf16": {"enabled": cfg.backend.precision == "bf16"},
+        "bf16": {"enabled": b.precision == "bf16"},
         "zero_allow_untested_optimizer": True,
+        # the client AdamW also steps offloaded (CPU) optimizer states
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if "nvme" in (b.offload_optimizer, b.offload_params):
+        out["aio"] = {"block_size": 1048576, "queue_depth": 8, "single_submit": False}
+    return out
 
 
 class TorchBackend:
@@ -210,6 +233,8 @@ class DeepSpeedBackend:
         )
         self.module = self.model.module
         self.grad_norm = 0.0
+        # LoRA: checkpoints hold the adapters and their optimizer state, not the frozen base
+        self.frozen_base = cfg.model.lora is not None
 
     def forward(self, **inputs: Any) -> Any:
         """Run the engine's forward (ZeRO-3 gathers parameters here)."""
@@ -232,11 +257,15 @@ class DeepSpeedBackend:
 
     def save(self, directory: Path, rank: int) -> None:
         """Every rank writes its shard of parameters and optimizer state."""
-        self.model.save_checkpoint(str(directory), tag="state")
+        self.model.save_checkpoint(
+            str(directory), tag="state", exclude_frozen_parameters=self.frozen_base
+        )
 
     def load(self, directory: Path) -> None:
         """Restore the engine, optimizer and schedule state written by ``save``."""
-        path, _ = self.model.load_checkpoint(str(directory), tag="state")
+        path, _ = self.model.load_checkpoint(
+            str(directory), tag="state", load_module_strict=not self.frozen_base
+        )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint in {directory}")
 

@@ -21,17 +21,17 @@ import torch
 
 from unlearn import storage
 from unlearn.data import Dataset
-from unlearn.engine import reference, run_dir
-from unlearn.engine.backend import make_backend
+from unlearn.engine import memory, modeling, reference, run_dir
+from unlearn.engine.backend import deepspeed_config, make_backend
 from unlearn.engine.config import RunConfig
 from unlearn.engine.context import Context
 from unlearn.engine.data import Example, Schedule, collate, shard, tokenize
-from unlearn.engine.distributed import all_reduce_sum, barrier
+from unlearn.engine.distributed import all_gather_objects, all_reduce_sum, barrier
 from unlearn.engine.evaluation import EpochEvaluator, headline
 from unlearn.errors import DataError
 from unlearn.methods import Method, Stream, build_method
 from unlearn.methods.common import nll_loss
-from unlearn.models import load_model, save_model
+from unlearn.models import save_model
 from unlearn.models.batching import sequence_logprobs
 
 
@@ -111,10 +111,17 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     torch.manual_seed(cfg.train.seed)
     model_opts, out_opts = cfg.model.storage_options, cfg.output.storage_options
     dataset = Dataset(cfg.data.path, cfg.data.storage_options)
-    model, tokenizer = load_model(cfg.model.path, dtype=cfg.model.dtype, storage_options=model_opts)
-    model.config.use_cache = False
     method = build_method(cfg.method)
+    # ZeRO-3: built partitioned, each rank reading only its partition (engine/modeling.py)
+    ds_config = deepspeed_config(cfg) if cfg.backend.kind == "deepspeed" else None
+    probe = memory.Probe(session.device)
+    model, tokenizer = modeling.build_model(
+        cfg, ds_config, partitioned=modeling.is_zero3(cfg) and not method.one_shot
+    )
+    load_memory = probe.sample(model)
     method.prepare_model(model)
+    if not method.one_shot:
+        model = modeling.adapt(model, cfg)  # gradient checkpointing, LoRA adapters
     streams = build_streams(cfg, method.streams, dataset, tokenizer)
     pad_id = tokenizer.pad_token_id
     device = session.device
@@ -135,13 +142,10 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     )
     total_steps = schedule.steps_per_epoch * cfg.train.epochs
     warmup_steps = math.floor(cfg.train.warmup_epochs * schedule.steps_per_epoch)
-    reference_model = None
-    if method.needs_reference_model:
-        reference_model, _ = load_model(
-            cfg.model.path, dtype=cfg.model.dtype, storage_options=model_opts, with_tokenizer=False
-        )
-        reference_model.to(device).eval().requires_grad_(False)
     backend = make_backend(model, cfg, total_steps, warmup_steps, device, session.world_size)
+    reference_model = None
+    if method.needs_reference_model:  # LoRA: the same model with adapters disabled
+        reference_model = modeling.reference_model(cfg, backend, device, ds_config)
     eval_batch = cfg.train.micro_batch_size * 2
 
     # Resume: weights, optimizer and schedule from the latest checkpoint; step counter continues.
@@ -265,9 +269,8 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                     "score": numbers["score"],
                     "model_dir": run_dir.path(cfg, "best_model"),
                 }
-                state_dict = backend.export_state_dict()  # a collective under ZeRO-3
-                if session.rank == 0:
-                    export_model(cfg, backend.module, tokenizer, state_dict, best["model_dir"])
+                # every rank: ZeRO-3 gathers one parameter at a time while rank 0 writes
+                modeling.export(cfg, backend.module, tokenizer, best["model_dir"], session.rank)
                 record["best"] = best
             history.append(record)
             barrier()
@@ -275,20 +278,26 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
             save_checkpoint(backend, session, epoch, global_step, history)
 
     after = split_losses(backend.forward, streams, method, session, pad_id, eval_batch)
-    state_dict = backend.export_state_dict()  # a collective under ZeRO-3
+    # every rank: ZeRO-3 gathers one parameter at a time while rank 0 writes
+    digest = modeling.export(
+        cfg, backend.module, tokenizer, run_dir.path(cfg, "model"), session.rank
+    )
+    ranks = all_gather_objects({"load": load_memory, "run": probe.sample(backend.module)})
     summary = None
     if session.rank == 0:
         summary = finish(
             cfg,
             backend.module,
             tokenizer,
-            state_dict,
+            None,
             history,
             before,
             after,
             global_step,
             t_start,
             best,
+            model_digest=digest,
+            memory={"ranks": ranks},
         )
 
     barrier()
@@ -353,15 +362,20 @@ def finish(
     global_step: int,
     t_start: float,
     best: dict[str, Any] | None = None,
+    model_digest: str | None = None,
+    memory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Rank 0: write metrics.jsonl, the consolidated model, then run.json (last: it marks the run finished)."""
+    """Rank 0: write metrics.jsonl, the consolidated model (unless ``model_digest`` says it is
+    written), then run.json (last: it marks the run finished)."""
     opts = cfg.output.storage_options
     storage.write_bytes(
         run_dir.path(cfg, "metrics.jsonl"),
         "".join(json.dumps(h) + "\n" for h in history).encode(),
         opts,
     )
-    digest = export_model(cfg, module, tokenizer, state_dict, run_dir.path(cfg, "model"))
+    digest = model_digest or export_model(
+        cfg, module, tokenizer, state_dict, run_dir.path(cfg, "model")
+    )
     steps = [h for h in history if "step" in h]
     summary = {
         "status": "finished",
@@ -379,6 +393,9 @@ def finish(
         "num_workers": cfg.scaling.num_workers,
         # the best evaluated checkpoint (eval section set), exported to best_model/
         "best": best,
+        # per rank: peak resident memory above the pre-load baseline while the model was built
+        # ("load") and over the whole run ("run"), and the parameter bytes the rank held
+        "memory": memory,
     }
     run_dir.write_json(run_dir.path(cfg, run_dir.RUN_FILE), summary, opts)
     return summary

@@ -517,3 +517,26 @@ def save_model(
         manifest = {"weights_sha256": digest, **(metadata or {})}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return digest
+
+
+@contextlib.contextmanager
+def publish_model(
+    path: str | os.PathLike,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    commit_last: tuple[str, ...] = ("config.json", MANIFEST),
+) -> Iterator[Path]:
+    """A staging directory published as a model directory at ``path`` (``storage.publish_dir``:
+    whole or not at all; on S3 the ``commit_last`` files, which readers require, go last;
+    ``overwrite`` replaces only a model this tool saved)."""
+    with storage.publish_dir(
+        path, storage_options, overwrite=overwrite, commit_last=commit_last, kind=KIND
+    ) as staging:
+        yield staging
+
+
+def write_manifest(directory: Path, digest: str, metadata: dict[str, Any] | None = None) -> None:
+    """The model's manifest: its weights hash (over every safetensors file: all shards) + metadata."""
+    manifest = {"weights_sha256": digest, **(metadata or {})}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

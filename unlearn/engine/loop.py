@@ -114,10 +114,10 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     method = build_method(cfg.method)
     # ZeRO-3: built partitioned, each rank reading only its partition (engine/modeling.py)
     ds_config = deepspeed_config(cfg) if cfg.backend.kind == "deepspeed" else None
-    probe = memory.Probe(session.device)
-    model, tokenizer = modeling.build_model(
-        cfg, ds_config, partitioned=modeling.is_zero3(cfg) and not method.one_shot
-    )
+    source = modeling.ModelSource(cfg)  # local copy, config, tokenizer: everything but weights
+    tokenizer = source.tokenizer
+    probe = memory.Probe(session.device)  # memory from here on: the weights and training
+    model = source.build(ds_config, partitioned=modeling.is_zero3(cfg) and not method.one_shot)
     load_memory = probe.sample(model)
     method.prepare_model(model)
     if not method.one_shot:

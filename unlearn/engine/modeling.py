@@ -88,29 +88,43 @@ def load_tokenizer(local: Path) -> Any:
     return tok
 
 
-def build_model(
-    cfg: RunConfig, ds_config: dict[str, Any] | None, *, partitioned: bool
-) -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` of the run's starting model; ``partitioned`` (ZeRO-3): created in
-    ``zero.Init`` with each rank holding only its partition, read from the files."""
-    check_attention(cfg)
-    local = model_dir(cfg)
-    tokenizer = load_tokenizer(local)
-    if partitioned:
-        if ds_config is None:
-            raise ValueError("a partitioned model needs the DeepSpeed config")
-        model = partitioned_model(local, ds_config, train_dtype(cfg), cfg.model.attn_implementation)
-    else:
-        from transformers import AutoModelForCausalLM
+class ModelSource:
+    """The run's starting model, resolved but not loaded: its local directory (node cache for
+    s3://), config, model class (imported) and tokenizer. ``build`` then creates the weights, so
+    a memory baseline taken in between measures the weights alone."""
 
-        model = AutoModelForCausalLM.from_pretrained(
-            str(local),
-            dtype=getattr(torch, cfg.model.dtype),
-            use_safetensors=True,
-            attn_implementation=cfg.model.attn_implementation,
-        )
-    model.config.use_cache = False
-    return model, tokenizer
+    def __init__(self, cfg: RunConfig):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        check_attention(cfg)
+        self.cfg = cfg
+        self.local = model_dir(cfg)
+        self.config = AutoConfig.from_pretrained(str(self.local))
+        self.tokenizer = load_tokenizer(self.local)
+        with torch.device("meta"):  # imports the architecture's modules, allocates nothing
+            AutoModelForCausalLM.from_config(self.config)
+
+    def build(self, ds_config: dict[str, Any] | None, *, partitioned: bool) -> torch.nn.Module:
+        """The model with its weights; ``partitioned`` (ZeRO-3): created in ``zero.Init``, each
+        rank holding and reading only its partition."""
+        cfg = self.cfg
+        if partitioned:
+            if ds_config is None:
+                raise ValueError("a partitioned model needs the DeepSpeed config")
+            model = partitioned_model(
+                self.local, ds_config, train_dtype(cfg), cfg.model.attn_implementation
+            )
+        else:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(
+                str(self.local),
+                dtype=getattr(torch, cfg.model.dtype),
+                use_safetensors=True,
+                attn_implementation=cfg.model.attn_implementation,
+            )
+        model.config.use_cache = False
+        return model
 
 
 @contextlib.contextmanager

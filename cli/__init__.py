@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from cli import data, guard, model, serve
+from cli import data, guard, model, plan, serve
 from unlearn.errors import run_command
 
-GROUPS = (data, model, guard, serve)
+GROUPS = (data, model, guard, serve, plan)
 
 
 def _finetune(argv: list[str]) -> int:

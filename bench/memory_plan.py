@@ -80,17 +80,16 @@ def child(root: Path, name: str, max_length: int) -> None:
 
 def prepare(root: Path) -> int:
     """A synthetic dataset and a 12M-parameter Llama ("small") with its tokenizer."""
-    from unlearn.data import Dataset, write_dataset
+    from unlearn.data import write_dataset
     from unlearn.data.synth import synthesize
     from unlearn.models import build_tiny_model, dataset_texts, save_model, train_tokenizer
 
     splits, pairs = synthesize(20, 4, seed=11)
+    tok = train_tokenizer(dataset_texts([r for rows in splits.values() for r in rows]), 2048)
     for rows in splits.values():  # long answers: every row is cut at data.max_length, so the
         for r in rows:  # planner's tokens per micro-batch are the tokens really run
             r["answer"] = " ".join([r["answer"]] * 40)
     write_dataset(root / "data", splits, source="unlearn.synth", seed=11, pairs=pairs)
-    ds = Dataset(root / "data")
-    tok = train_tokenizer(dataset_texts([r for s in ds.splits for r in ds.records(s)]), 2048)
     model = build_tiny_model(tok, "small", max_positions=512)
     save_model(model, tok, root / "model")
     return sum(p.numel() for p in model.parameters())

@@ -31,10 +31,10 @@ def test_plan_json_has_the_interface_keys_and_a_verdict(capsys):
     assert out["parameters"] == 8_030_261_248  # Llama-3.1-8B's published count
     # 16 GB of bf16 weights over 8 ranks, plus two gathered decoder layers
     assert 2.0e9 < out["per_gpu_bytes"]["parameters"] < 2.9e9
-    # on 24 GB GPUs it does not fit, and a lever that makes it fit is named first
+    # on 32 GB GPUs it does not fit, and a lever that makes it fit is named first
     small = run_plan(
         capsys, "--config", str(ROOT / "examples/plan_llama-3.1-8b.yaml"),
-        "--gpus-per-node", "8", "--gpu-memory-gb", "24",
+        "--gpus-per-node", "8", "--gpu-memory-gb", "32",
     )  # fmt: skip
     assert small["fits"] is False and small["first_lever"]
     first = next(x for x in small["levers"] if x["lever"] == small["first_lever"])

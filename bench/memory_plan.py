@@ -86,9 +86,12 @@ def prepare(root: Path) -> int:
 
     splits, pairs = synthesize(20, 4, seed=11)
     tok = train_tokenizer(dataset_texts([r for rows in splits.values() for r in rows]), 2048)
-    for rows in splits.values():  # long answers: every row is cut at data.max_length, so the
-        for r in rows:  # planner's tokens per micro-batch are the tokens really run
-            r["answer"] = " ".join([r["answer"]] * 40)
+    # long answers: every row is cut at data.max_length, so the planner's tokens per micro-batch
+    # are the tokens really run (new dicts: splits share their row objects)
+    splits = {
+        name: [{**r, "answer": " ".join([r["answer"]] * 40)} for r in rows]
+        for name, rows in splits.items()
+    }
     write_dataset(root / "data", splits, source="unlearn.synth", seed=11, pairs=pairs)
     model = build_tiny_model(tok, "small", max_positions=512)
     save_model(model, tok, root / "model")

@@ -109,7 +109,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     """Run one fine-tuning or unlearning job on this worker; returns the run summary (rank 0)."""
     t_start = time.time()
     torch.manual_seed(cfg.train.seed)
-    model_opts, out_opts = cfg.model.storage_options, cfg.output.storage_options
+    out_opts = cfg.output.storage_options
     dataset = Dataset(cfg.data.path, cfg.data.storage_options)
     method = build_method(cfg.method)
     # ZeRO-3: built partitioned, each rank reading only its partition (engine/modeling.py)

@@ -136,7 +136,7 @@ def zero_init(ds_config: dict[str, Any], dtype: torch.dtype) -> Iterator[None]:
     dtype, no nested ``zero.Init``) and leaves reading to ``load_partitions``.
     """
     import deepspeed
-    import transformers  # noqa: F401  (model classes imported before zero.Init: see ray.md)
+    import transformers  # noqa: F401  (model classes imported before zero.Init)
     from transformers import initialization
     from transformers.integrations.deepspeed import prevent_arange_dtype_change
     from transformers.modeling_utils import set_zero3_state
@@ -377,7 +377,7 @@ def exported_tensors(
     named = dict(model.named_parameters())
     lora_layers = {name: m for name, m in model.named_modules() if _lora_layer(m)}
     specs: list[sharded.TensorSpec] = []
-    jobs: list[tuple[str, list[torch.nn.Parameter], Any]] = []
+    work: list[tuple[str, list[torch.nn.Parameter], Any]] = []
 
     def shape(p: torch.nn.Parameter) -> tuple[int, ...]:
         return tuple(getattr(p, "ds_shape", p.shape))
@@ -387,7 +387,7 @@ def exported_tensors(
             if ".lora_" in name:
                 out = name.replace(".default.", ".")  # peft's saved naming drops the adapter name
                 specs.append(sharded.TensorSpec(out, p.dtype, shape(p)))
-                jobs.append((out, [p], None))
+                work.append((out, [p], None))
     else:
         for name, p in named.items():
             if ".lora_" in name:
@@ -397,17 +397,17 @@ def exported_tensors(
             layer = lora_layers.get(owner) if owner else None
             specs.append(sharded.TensorSpec(out, p.dtype, shape(p)))
             if layer is not None and name.endswith("base_layer.weight"):
-                jobs.append(
+                work.append(
                     (out, [p, *layer.lora_A.parameters(), *layer.lora_B.parameters()], layer)
                 )
             else:
-                jobs.append((out, [p], None))
+                work.append((out, [p], None))
         for name, b in persistent_buffers(model):
             specs.append(sharded.TensorSpec(name, b.dtype, tuple(b.shape)))
-            jobs.append((name, [], b))
+            work.append((name, [], b))
 
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
-        for out, params, extra in jobs:
+        for out, params, extra in work:
             if not params:  # a buffer: never partitioned
                 yield out, extra.detach().cpu()
                 continue

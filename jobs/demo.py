@@ -30,7 +30,7 @@ from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig, TrainConfig
 from unlearn.errors import ConfigError, DataError, OutputExistsError, run_command
 from unlearn.eval import EvalConfig
-from unlearn.eval.plan import plan_splits
+from unlearn.eval.plan import plan_splits, retain_fallback
 
 PRESET = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
@@ -363,7 +363,12 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
             section["model"] = {"path": target_model, "retain_model": retain_model}
             section["eval"] = {**in_training_eval, "every_n_epochs": 1}
         configs[name] = run_config(name, target_model, section)
-    ecfg = build(EvalConfig, {**to_dict(cfg.eval), "forget_split": forget, "retain_split": retain})
+    # the final evaluation picks its splits as `unlearn eval` does (TOFU: retain_perturbed)
+    own_retain = retain_fallback(ds, cfg.eval, forget, retain)
+    ecfg = build(
+        EvalConfig,
+        {**to_dict(cfg.eval), "forget_split": forget, "retain_split": own_retain},
+    )
     print(
         f"[1/5] data: {data}  forget={forget} ({ds.info.splits[forget]['rows']} rows)  retain={retain}  utility={extra}"
     )

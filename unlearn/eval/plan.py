@@ -80,6 +80,18 @@ def resolve_splits(
     return out
 
 
+def retain_fallback(dataset: Any, cfg: EvalConfig, forget: str, retain: str | None) -> str | None:
+    """The retain split a caller that trained on ``retain`` must name for evaluation: ``retain``
+    when ``resolve_splits`` would find none of its own (no explicit ``retain_split``, no TOFU
+    ``retain_perturbed``, no recorded pair), else None, so that training runs, the demo and
+    ``unlearn eval`` all evaluate the same splits."""
+    if cfg.retain_split is not None or retain is None:
+        return None
+    if cfg.use_retain_perturbed and RETAIN_PERTURBED in set(dataset.splits):
+        return None
+    return retain if dataset.paired_split(forget, "retain") is None else None
+
+
 def subsample(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
     """At most ``limit`` rows, evenly spaced (deterministic)."""
     if limit is None or len(rows) <= limit:
@@ -91,9 +103,9 @@ def missing_perturbed(rows: list[dict[str, Any]], role: str) -> str | None:
     """Why the truth ratio cannot be computed on these rows, or None."""
     for r in rows:
         if not r.get("perturbed_answers"):
-            return f"example {r['id']!r} has no perturbed answers"
+            return f"example {r['id']!r} has no perturbed answers (column 'perturbed_answers')"
         if role != "options" and not r.get("paraphrased_answer"):
-            return f"example {r['id']!r} has no paraphrased answer"
+            return f"example {r['id']!r} has no paraphrased answer (column 'paraphrased_answer')"
     return None
 
 

@@ -76,6 +76,15 @@ class EvalConfig:
     score: Literal["hmean", "gmean", "model_utility", "forget_quality"] = "hmean"
     # Example generations per forget / retain split kept in metrics.json for the report.
     report_examples: int = 3
+    # Which benchmark's definitions: "qa" (TOFU-style QA splits, everything above) or "muse"
+    # (MUSE's own: KnowMem few-shot QA, VerbMem prompt / continuation, privleak on passages;
+    # the splits ``unlearn data import --format muse`` writes; see unlearn.eval.muse).
+    suite: Literal["qa", "muse"] = "qa"
+    # MUSE KnowMem: greedy tokens after the few-shot prompt, cut at the first stop string.
+    knowmem_max_new_tokens: int = 32
+    knowmem_stop: list[str] = field(default_factory=lambda: ["\n\n", "\nQuestion", "Question:"])
+    # MUSE VerbMem: greedy tokens continuing each prompt.
+    verbmem_max_new_tokens: int = 128
 
     def check(self) -> None:
         """Reject impossible values (ConfigError naming the key)."""
@@ -137,6 +146,9 @@ class EvalConfig:
             "report_examples",
             f"must be >= 0, got {self.report_examples}",
         )
+        for key in ("knowmem_max_new_tokens", "verbmem_max_new_tokens"):
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(all(self.knowmem_stop), "knowmem_stop", "holds an empty stop string")
         if self.utility_splits is not None:
             require(
                 self.forget_split not in self.utility_splits,

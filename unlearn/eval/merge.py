@@ -148,6 +148,10 @@ def merge_shards(
 ) -> dict[str, Any]:
     """The metrics (metrics.json without provenance) from every rank's ``evaluate_shard`` output."""
     merged = union_shards(shards, "metrics")
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import merge_muse
+
+        return merge_muse(merged, cfg, retain_reference)
     forget = by_role(merged, "forget")
     retain = by_role(merged, "retain")
     holdout = by_role(merged, "holdout")

@@ -492,6 +492,14 @@ METRICS.update(
                    "AUC near 0.5: the loss relative to the retain model's cannot tell forget "
                    "from holdout (needs a retain model).", attack=mia_reference,
                    computed="reference"),
+            Metric("muse_knowmem", "split",
+                   "MUSE KnowMem (few-shot QA, ROUGE-L F1): forget_qa low, like the retain "
+                   "model's; retain_qa high (MUSE's utility).", _gen("rouge_l_f1"),
+                   roles=("knowmem_forget", "knowmem_retain")),
+            Metric("muse_verbmem", "split",
+                   "MUSE VerbMem (ROUGE-L F1 of the 128-token continuation of each forget "
+                   "prompt): low, near the retain model's.", _gen("rouge_l_f1"),
+                   roles=("verbmem",)),
             Metric("rel_diff", "summary",
                    "Near 0: the privleak attack's AUC relative to the retain model's (or to the "
                    "fixed reference AUC), in percent; positive = the forget set still leaks."),

@@ -41,6 +41,10 @@ def resolve_splits(
     """(split, role) pairs to evaluate, from the config and the dataset's recorded pairs."""
     if purpose not in PURPOSES:
         raise ValueError(f"purpose {purpose!r} is not one of {PURPOSES}")
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import muse_splits
+
+        return muse_splits(dataset, purpose)
     have = set(dataset.splits)
 
     def need(name: str, key: str) -> str:
@@ -157,6 +161,10 @@ def plan_splits(
     dataset: Any, cfg: EvalConfig, rank: int = 0, world_size: int = 1, purpose: str = "metrics"
 ) -> list[SplitPlan]:
     """This rank's slice of every split to evaluate."""
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import muse_plans
+
+        return muse_plans(dataset, cfg, rank, world_size, purpose)
     return [
         make_plan(
             name,

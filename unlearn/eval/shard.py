@@ -49,6 +49,12 @@ def evaluate_shard(
     under DeepSpeed ZeRO-3. ``purpose="reference"`` computes only what the retain-model
     reference needs (forget truth ratios, forget / holdout MIA scores; no generation).
     """
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import evaluate_muse_shard
+
+        return evaluate_muse_shard(
+            model, tokenizer, dataset, cfg, rank, world_size, synced, purpose=purpose
+        )
     plans = plan_splits(dataset, cfg, rank, world_size, purpose)
     pad: dict[str, Any] = {}
     if synced:

@@ -30,6 +30,7 @@ from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig, TrainConfig
 from unlearn.errors import ConfigError, DataError, OutputExistsError, run_command
 from unlearn.eval import EvalConfig
+from unlearn.engine.evaluation import check_eval_plan
 from unlearn.eval.plan import plan_splits, retain_fallback
 
 PRESET = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
@@ -369,6 +370,10 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
         EvalConfig,
         {**to_dict(cfg.eval), "forget_split": forget, "retain_split": own_retain},
     )
+    # ... and every evaluation planned (splits and columns) before anything trains
+    for run_cfg in configs.values():
+        check_eval_plan(run_cfg, ds)
+    plan_splits(ds, ecfg)
     print(
         f"[1/5] data: {data}  forget={forget} ({ds.info.splits[forget]['rows']} rows)  retain={retain}  utility={extra}"
     )

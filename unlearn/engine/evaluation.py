@@ -26,8 +26,8 @@ from unlearn.eval import (
     reference_key,
 )
 from unlearn.eval.metrics import MIA_ATTACKS
-from unlearn.eval.plan import retain_fallback
-from unlearn.methods import Method
+from unlearn.eval.plan import plan_splits, retain_fallback
+from unlearn.methods import Method, build_method
 from unlearn.models import files_hash, load_model, model_hash
 
 # The summary numbers of the per-epoch record; the record also holds every split metric and MIA
@@ -61,6 +61,15 @@ def eval_config(cfg: RunConfig, method: Method, dataset: Dataset | None = None) 
     new = dataclasses.replace(cfg.eval, **changes)
     new.check()
     return new
+
+
+def check_eval_plan(cfg: RunConfig, dataset: Dataset) -> None:
+    """Plan the run's in-training evaluation on ``dataset`` before anything trains: every split
+    it will read must exist and hold the columns its metrics need (a ``DataError`` naming the
+    split and the column otherwise). A run without an eval section passes."""
+    if cfg.eval is None:
+        return
+    plan_splits(dataset, eval_config(cfg, build_method(cfg.method), dataset))
 
 
 class EpochEvaluator:

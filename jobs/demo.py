@@ -28,9 +28,9 @@ from unlearn.config import apply_overrides, build, load_config, read_yaml, requi
 from unlearn.data import Dataset, write_dataset
 from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig, TrainConfig
+from unlearn.engine.evaluation import check_eval_plan
 from unlearn.errors import ConfigError, DataError, OutputExistsError, run_command
 from unlearn.eval import EvalConfig
-from unlearn.engine.evaluation import check_eval_plan
 from unlearn.eval.plan import plan_splits, retain_fallback
 
 PRESET = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"

@@ -138,3 +138,41 @@ def test_new_metrics_on_a_memorizing_model(trained):
     assert m["mia"]["gradnorm"]["auc"] > 0.7
     assert m["mia"]["reference"]["auc"] > 0.7
     assert ref["avg_nll"]["forget"] and ref["avg_nll"]["holdout"]
+
+
+def test_gradnorm_and_reference_aucs_as_open_unlearning_computes_them():
+    """open-unlearning (src/evals/metrics/mia/{gradnorm,reference,utils}.py): per example the mean
+    over parameter tensors of the gradient norm (score +norm in its current code), or
+    avg_loss(model) - avg_loss(reference); AUC = sklearn's roc_auc_score with forget labelled 0
+    and holdout 1. Ours on the same per-example statistics must give the same AUCs."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    norms = {"f": rng.gamma(2.0, 1.0, (9, 4)), "h": rng.gamma(2.6, 1.0, (6, 4))}
+    nll = {"f": rng.gamma(1.5, 1.0, 9), "h": rng.gamma(2.0, 1.0, 6)}
+    ref_nll = {"f": rng.gamma(2.0, 1.0, 9), "h": rng.gamma(2.0, 1.0, 6)}
+    merged = {
+        s: {
+            "examples": {
+                f"{s}{i}": {
+                    "answer": {
+                        "avg_nll": float(nll[s][i]),
+                        "mia": {"gradnorm": mia_gradnorm(param_grad_norms=norms[s][i].tolist())},
+                    }
+                }
+                for i in range(len(nll[s]))
+            }
+        }
+        for s in ("f", "h")
+    }
+    role = {"f": "forget", "h": "holdout"}
+    ref = {"avg_nll": {role[s]: {f"{s}{i}": float(v) for i, v in enumerate(ref_nll[s])}
+                       for s in ("f", "h")}}  # fmt: skip
+    ours = mia_aucs(merged, "f", "h", ["gradnorm", "reference"], ref)
+    labels = [0] * 9 + [1] * 6
+    ou_gradnorm = roc_auc_score(labels, [*norms["f"].mean(1), *norms["h"].mean(1)])
+    ou_reference = roc_auc_score(labels, [*(nll["f"] - ref_nll["f"]), *(nll["h"] - ref_nll["h"])])
+    assert ours["gradnorm"] == pytest.approx(ou_gradnorm, abs=1e-12)
+    assert ours["reference"] == pytest.approx(ou_reference, abs=1e-12)
+    assert 0.0 < ou_gradnorm < 1.0 and ou_gradnorm != 0.5  # a comparison that can fail

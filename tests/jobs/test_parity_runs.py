@@ -68,11 +68,15 @@ def test_token_mean_backends_agree(ray_local, tiny_data, nano_model_dir, tmp_pat
 
 @pytest.mark.parametrize("name", ["undial", "wga", "satimp", "ceu", "pdu"])
 def test_unlearn_run_each_new_method(name, ray_local, tiny_data, nano_model_dir, tmp_path):
-    """`unlearn run --config examples/npo_tiny.yaml method.name=NAME` on the tiny setting."""
+    """`unlearn run` on examples/npo_tiny.yaml with `method: {name: NAME}` (the tiny setting)."""
     out = tmp_path / name
+    # the tiny setting (ZeRO-3 x 2 workers) with the method's own section at its defaults
+    preset = yaml.safe_load((ROOT / "examples" / "npo_tiny.yaml").read_text())
+    preset["method"] = {"name": name}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(preset))
     args = [
-        "run", "--config", "examples/npo_tiny.yaml", f"data.path={tiny_data}",
-        f"model.path={nano_model_dir}", f"output.dir={out}", f"method.name={name}",
+        "run", "--config", str(tmp_path / "run.yaml"), f"data.path={tiny_data}",
+        f"model.path={nano_model_dir}", f"output.dir={out}",
         "train.epochs=1", "train.batch_size=4", "train.micro_batch_size=2",
     ]  # fmt: skip
     assert main(args) == 0

@@ -388,7 +388,6 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
         model = build_tiny_model(tok, spec.size, max_positions=spec.max_positions, seed=cfg.seed)
         save_model(model, tok, base)
     print(f"[2/5] base model: {base}")
-    plan_splits(ds, ecfg)  # the final evaluation's splits and columns
 
     state["started"] = True
     init_ray(args.address)

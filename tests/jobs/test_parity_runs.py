@@ -40,20 +40,22 @@ def local_run(cfg, tmp_path, name):
 
 
 def test_token_mean_backends_agree(ray_local, tiny_data, nano_model_dir, tmp_path):
-    """One process (2 micro-batches accumulated), DDP x2 and ZeRO-3 x2 (1 micro-batch each) end
-    within 1e-4 relative of each other under nll_reduction: token, as the per-example form does
-    (tests/jobs/test_train_jobs.py)."""
+    """One process (2 micro-batches accumulated) and DDP x2 (1 micro-batch each, token counts
+    all-reduced per step) end within 1e-4 relative of each other under nll_reduction: token, as
+    the per-example form does (tests/jobs/test_train_jobs.py). ZeRO-3 shares the all-reduced
+    counts with DDP (the engine's reduction does not depend on the backend), so one distributed
+    backend keeps this test's cost down."""
     from jobs.common import run_training
 
     one = ["backend.kind=torch", "scaling.num_workers=1"]
     results = {"single": local_run(cfg_for(tiny_data, nano_model_dir, tmp_path / "s", *one),
                                    tmp_path, "s")}  # fmt: skip
-    for name, extra in (("ddp", ["backend.kind=ddp"]), ("zero3", [])):
+    for name, extra in (("ddp", ["backend.kind=ddp"]),):
         summary = run_training(
             cfg_for(tiny_data, nano_model_dir, tmp_path / name, *extra), show_progress=False
         )
         results[name] = summary["loss_after"]
-    for name in ("ddp", "zero3"):
+    for name in ("ddp",):
         for key in ("forget_nll", "retain_nll"):
             assert results[name][key] == pytest.approx(results["single"][key], rel=1e-4), (
                 name, key, results,
@@ -66,7 +68,10 @@ def test_token_mean_backends_agree(ray_local, tiny_data, nano_model_dir, tmp_pat
     assert example["forget_nll"] != pytest.approx(results["single"]["forget_nll"], rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["undial", "wga", "satimp", "ceu", "pdu"])
+# Every method trains through the engine in tests/unlearn/engine/test_method_matrix.py; the
+# command end to end runs for the two that exercise the most: UNDIAL (a reference model on the
+# workers) and PDU (method state saved in checkpoints), to keep the suite's cost bounded.
+@pytest.mark.parametrize("name", ["undial", "pdu"])
 def test_unlearn_run_each_new_method(name, ray_local, tiny_data, nano_model_dir, tmp_path):
     """`unlearn run` on examples/npo_tiny.yaml with `method: {name: NAME}` (the tiny setting)."""
     out = tmp_path / name

@@ -22,11 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage-options", help="JSON object passed to the filesystem (s3fs)")
     p.set_defaults(func=cmd_synth)
 
-    p = cmds.add_parser("import", help="import a public benchmark release")
+    p = cmds.add_parser("import", help="import a public benchmark release (TOFU, MUSE)")
     p.add_argument("src", help="directory holding the release's files")
-    p.add_argument("--format", choices=["tofu"], required=True)
+    p.add_argument("--format", choices=["tofu", "muse"], required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--rows-per-entity", type=int, default=20)
+    p.add_argument(
+        "--rows-per-entity",
+        type=int,
+        default=None,
+        help="TOFU: consecutive rows per author (default: derived from the files; TOFU has 20)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--storage-options")
     p.set_defaults(func=cmd_import)
@@ -63,20 +68,36 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Import a TOFU release into the dataset format."""
+    """Import a TOFU or MUSE release into the dataset format."""
     from unlearn import storage
     from unlearn.data import write_dataset
     from unlearn.data.dataset import KIND
-    from unlearn.data.tofu import import_tofu
 
     options = storage_options_arg(args.storage_options)
     storage.check_output(args.out, KIND, options, overwrite=args.overwrite)
-    splits, pairs = import_tofu(args.src, rows_per_entity=args.rows_per_entity)
+    if args.format == "muse":
+        from unlearn.data.muse import import_muse
+
+        if args.rows_per_entity is not None:
+            from unlearn.errors import ConfigError
+
+            raise ConfigError("--rows-per-entity: MUSE has no authors; drop the flag")
+        splits, pairs = import_muse(args.src)
+        params: dict = {"src": str(args.src)}
+    else:
+        from unlearn.data.tofu import import_tofu, tofu_rows_per_entity
+
+        rows = args.rows_per_entity or tofu_rows_per_entity(args.src)
+        splits, pairs = import_tofu(args.src, rows_per_entity=rows)
+        params = {"src": str(args.src), "rows_per_entity": rows}
+        print(
+            f"{rows} consecutive rows per author" + ("" if args.rows_per_entity else " (derived)")
+        )
     info = write_dataset(
         args.out,
         splits,
-        source="tofu",
-        params={"src": str(args.src), "rows_per_entity": args.rows_per_entity},
+        source=args.format,
+        params=params,
         pairs=pairs,
         storage_options=options,
         overwrite=args.overwrite,

@@ -28,9 +28,10 @@ from unlearn.config import apply_overrides, build, load_config, read_yaml, requi
 from unlearn.data import Dataset, write_dataset
 from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig, TrainConfig
+from unlearn.engine.evaluation import check_eval_plan
 from unlearn.errors import ConfigError, DataError, OutputExistsError, run_command
 from unlearn.eval import EvalConfig
-from unlearn.eval.plan import plan_splits
+from unlearn.eval.plan import plan_splits, retain_fallback
 
 PRESET = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
@@ -363,7 +364,16 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
             section["model"] = {"path": target_model, "retain_model": retain_model}
             section["eval"] = {**in_training_eval, "every_n_epochs": 1}
         configs[name] = run_config(name, target_model, section)
-    ecfg = build(EvalConfig, {**to_dict(cfg.eval), "forget_split": forget, "retain_split": retain})
+    # the final evaluation picks its splits as `unlearn eval` does (TOFU: retain_perturbed)
+    own_retain = retain_fallback(ds, cfg.eval, forget, retain)
+    ecfg = build(
+        EvalConfig,
+        {**to_dict(cfg.eval), "forget_split": forget, "retain_split": own_retain},
+    )
+    # ... and every evaluation planned (splits and columns) before anything trains
+    for run_cfg in configs.values():
+        check_eval_plan(run_cfg, ds)
+    plan_splits(ds, ecfg)
     print(
         f"[1/5] data: {data}  forget={forget} ({ds.info.splits[forget]['rows']} rows)  retain={retain}  utility={extra}"
     )
@@ -378,7 +388,6 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
         model = build_tiny_model(tok, spec.size, max_positions=spec.max_positions, seed=cfg.seed)
         save_model(model, tok, base)
     print(f"[2/5] base model: {base}")
-    plan_splits(ds, ecfg)  # the final evaluation's splits and columns
 
     state["started"] = True
     init_ray(args.address)

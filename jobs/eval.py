@@ -295,6 +295,12 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="YAML file with EvalJobConfig keys (local or s3://)")
+    p.add_argument(
+        "--preset",
+        help="start from a benchmark's settings as open-unlearning runs them: tofu (200 new "
+        "tokens, 512-token inputs, holdout MIAs) or muse (KnowMem, VerbMem, privleak as MUSE "
+        "defines them); --config, flags and KEY=VALUE apply on top",
+    )
     p.add_argument("--model", help="model directory (local or s3://)")
     p.add_argument("--data", help="dataset directory (local or s3://)")
     p.add_argument("--out", help="output directory (local or s3://)")
@@ -345,7 +351,14 @@ def load_job_config(args: argparse.Namespace) -> EvalJobConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--storage-options is not valid JSON: {exc}") from None
         flags.append(f"storage_options={json.dumps(options)}")
-    return load_config(EvalJobConfig, args.config, [*flags, *args.overrides], shorthand="eval")
+    defaults = None
+    if args.preset:
+        from unlearn.eval.presets import load_preset
+
+        defaults = {"eval": load_preset(args.preset)}
+    return load_config(
+        EvalJobConfig, args.config, [*flags, *args.overrides], shorthand="eval", defaults=defaults
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

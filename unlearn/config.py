@@ -225,8 +225,11 @@ def load_config(
     fixed: dict[str, Any] | None = None,
     shorthand: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> T:
     """Load ``cls`` from a YAML file (optional; local or s3://) plus dotted ``overrides``.
+
+    ``defaults``: a mapping (a preset) the file and the overrides apply on top of.
 
     ``fixed``: dotted keys a command sets itself (``{"method.name": "finetune"}``); a file or
     override giving one of them another value is refused. ``shorthand``: a section whose keys may
@@ -236,6 +239,8 @@ def load_config(
     if shorthand is not None:
         data = _nest_shorthand(cls, data, shorthand)
         overrides = [_shorthand_override(cls, o, shorthand) for o in overrides or []]
+    if defaults:
+        data = _merge(defaults, data)
     data = apply_overrides(data, overrides or [])
     for key, value in (fixed or {}).items():
         found = _get(data, key.split("."))
@@ -243,6 +248,14 @@ def load_config(
             raise ConfigError(f"{key}: this command sets it to {value!r}; got {found!r}")
         _set(data, key.split("."), value, f"fixed key {key}")
     return build(cls, data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _shorthand_override(cls: type, text: str, section: str) -> str:

@@ -15,6 +15,7 @@ import torch
 
 from unlearn.engine.data import Example, collate
 from unlearn.models.batching import SeqLogProbs, sequence_logprobs
+from unlearn.models.prompting import IGNORE_INDEX
 
 
 def joint_batch(
@@ -40,6 +41,7 @@ class Context:
         hidden_layers: tuple[int, ...] = (),
         reference_model: torch.nn.Module | None = None,
         reference_cache: dict[str, torch.Tensor] | None = None,
+        token_normalizers: dict[str, float] | None = None,
     ):
         self._forward = forward
         self.batch = batch
@@ -47,6 +49,8 @@ class Context:
         self.hidden_layers = hidden_layers
         self.reference_model = reference_model
         self.reference_cache = reference_cache or {}
+        # the loop's all-reduced per-step token counts (see ``token_normalizer``)
+        self.token_normalizers = token_normalizers
         self._out: Any = None
         self._ref: dict[str, Any] = {}
 
@@ -89,6 +93,14 @@ class Context:
     def logprobs(self, stream: str) -> SeqLogProbs:
         """The trained model's answer log-probs on a stream."""
         return sequence_logprobs(self.logits(stream), self.labels(stream))
+
+    def token_normalizer(self, stream: str) -> float:
+        """The step's answer tokens of ``stream`` over all micro-batches and workers divided by
+        the micro-batches the gradient averages (given by the loop); without them (a context
+        built on its own) this micro-batch is the whole step: its own answer-token count."""
+        if self.token_normalizers is not None:
+            return self.token_normalizers[stream]
+        return max(1.0, float((self.labels(stream)[:, 1:] != IGNORE_INDEX).sum()))
 
     def hidden(self, stream: str, layer: int) -> torch.Tensor:
         """Output of decoder layer ``layer`` on a stream."""

@@ -15,6 +15,7 @@ from unlearn.data import Dataset
 from unlearn.engine import run_dir
 from unlearn.engine.config import RunConfig
 from unlearn.engine.distributed import all_gather_objects, barrier
+from unlearn.errors import ConfigError
 from unlearn.eval import (
     EvalConfig,
     cached_reference,
@@ -24,7 +25,9 @@ from unlearn.eval import (
     reference_from_shards,
     reference_key,
 )
-from unlearn.methods import Method
+from unlearn.eval.metrics import MIA_ATTACKS
+from unlearn.eval.plan import plan_splits, retain_fallback
+from unlearn.methods import Method, build_method
 from unlearn.models import files_hash, load_model, model_hash
 
 # The summary numbers of the per-epoch record; the record also holds every split metric and MIA
@@ -32,18 +35,41 @@ from unlearn.models import files_hash, load_model, model_hash
 HEADLINE = ("forget_quality", "model_utility", "privleak", "score")
 
 
-def eval_config(cfg: RunConfig, method: Method) -> EvalConfig:
-    """The run's eval section, pointed at the run's own forget / retain splits when it unlearns."""
+def eval_config(cfg: RunConfig, method: Method, dataset: Dataset | None = None) -> EvalConfig:
+    """The run's eval section, pointed at the run's forget split when it unlearns.
+
+    Every other split is picked exactly as ``unlearn eval`` picks it (``plan.resolve_splits``):
+    TOFU's ``retain_perturbed`` when the dataset has it, else the forget split's recorded pair;
+    the run's ``data.retain_split`` only when the dataset offers neither.
+    """
     if cfg.eval is None:
         raise ValueError("the run has no eval section")
+    gradient = [a for a in cfg.eval.mia_attacks if MIA_ATTACKS[a].computed == "gradient"]
+    if gradient or MIA_ATTACKS[cfg.eval.privleak_attack].computed == "gradient":
+        raise ConfigError(
+            f"eval.mia_attacks: {(gradient or [cfg.eval.privleak_attack])[0]!r} runs a backward "
+            "pass per example, which would mix into training's gradients; evaluate it after "
+            "training with `unlearn eval`"
+        )
     changes: dict[str, Any] = {}
     if any(st.split == "forget" for st in method.streams):
         changes["forget_split"] = cfg.data.forget_split
-        if cfg.data.retain_split:
-            changes["retain_split"] = cfg.data.retain_split
+        ds = dataset or Dataset(cfg.data.path, cfg.data.storage_options)
+        own = retain_fallback(ds, cfg.eval, cfg.data.forget_split, cfg.data.retain_split)
+        if own is not None:
+            changes["retain_split"] = own
     new = dataclasses.replace(cfg.eval, **changes)
     new.check()
     return new
+
+
+def check_eval_plan(cfg: RunConfig, dataset: Dataset) -> None:
+    """Plan the run's in-training evaluation on ``dataset`` before anything trains: every split
+    it will read must exist and hold the columns its metrics need (a ``DataError`` naming the
+    split and the column otherwise). A run without an eval section passes."""
+    if cfg.eval is None:
+        return
+    plan_splits(dataset, eval_config(cfg, build_method(cfg.method), dataset))
 
 
 class EpochEvaluator:
@@ -59,7 +85,7 @@ class EpochEvaluator:
         synced: bool,
     ):
         self.cfg = cfg
-        self.eval_cfg = eval_config(cfg, method)
+        self.eval_cfg = eval_config(cfg, method, dataset)
         self.dataset = dataset
         self.tokenizer = tokenizer
         self.session = session

@@ -105,6 +105,22 @@ def split_losses(
     return out
 
 
+def token_normalizers(
+    method: Method, step_rows: list[dict[str, list[Example]]], session: Any
+) -> dict[str, float]:
+    """Per stream: the step's tokens (``method.token_count``) over every micro-batch of every
+    worker, divided by the micro-batches the gradient averages (workers x accumulation): one
+    small all-reduce per step, which keeps token-mean losses exact on every backend."""
+    names = [st.name for st in method.streams]
+    local = [
+        float(sum(method.token_count(n, ex.labels) for rows in step_rows for ex in rows[n]))
+        for n in names
+    ]
+    total = all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=session.device))
+    micro = len(step_rows) * session.world_size
+    return {n: max(float(total[i]), 1.0) / micro for i, n in enumerate(names)}
+
+
 def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     """Run one fine-tuning or unlearning job on this worker; returns the run summary (rank 0)."""
     t_start = time.time()
@@ -150,11 +166,13 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
 
     # Resume: weights, optimizer and schedule from the latest checkpoint; step counter continues.
     start_epoch, global_step, history = 0, 0, []
+    method_state = None
     with session.latest_checkpoint() as ckpt:
         if ckpt is not None:
             backend.load(Path(ckpt))
             state = json.loads((Path(ckpt) / "trainer_state.json").read_text())
             start_epoch, global_step = state["epoch"] + 1, state["global_step"]
+            method_state = state.get("method")
             history = [
                 json.loads(line)
                 for line in (Path(ckpt) / "history.jsonl").read_text().splitlines()
@@ -202,6 +220,9 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
     )
     if not history:
         history.append({"before": before})
+    method.start(before)
+    if method_state is not None:
+        method.load_state_dict(method_state)
     evaluator = None
     if cfg.eval is not None:
         synced = cfg.backend.kind == "deepspeed" and cfg.backend.zero_stage == 3
@@ -211,17 +232,21 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
 
     backend.model.train()
     for epoch in range(start_epoch, cfg.train.epochs):
-        for micro_batches in schedule.epoch(epoch, session.rank):
+        for step_in_epoch, micro_batches in enumerate(schedule.epoch(epoch, session.rank)):
             t0 = time.time()
             terms: dict[str, float] = {}
             tokens = 0
-            for mb in micro_batches:
-                rows = {
+            step_rows = [
+                {
                     st.name: [
                         streams[st.name][i] for i in mb["primary" if st.primary else "retain"]
                     ]
                     for st in method.streams
                 }
+                for mb in micro_batches
+            ]
+            normalizers = token_normalizers(method, step_rows, session)
+            for rows in step_rows:
                 ctx = Context.from_streams(
                     backend.forward,
                     rows,
@@ -230,6 +255,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                     hidden_layers=method.hidden_layers,
                     reference_model=reference_model,
                     reference_cache=ref_cache,
+                    token_normalizers=normalizers,
                 )
                 out = method.compute(ctx)
                 backend.backward(out.loss)
@@ -254,6 +280,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                 step_time_s=elapsed,
             )
             history.append(record)
+            method.end_step(record, step_in_epoch + 1 == schedule.steps_per_epoch)
             if session.rank == 0:
                 session.progress({**record, "total_steps": total_steps})
 
@@ -275,7 +302,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
             history.append(record)
             barrier()
         if (epoch + 1) % cfg.output.checkpoint_every == 0 or last_epoch:
-            save_checkpoint(backend, session, epoch, global_step, history)
+            save_checkpoint(backend, session, epoch, global_step, history, method.state_dict())
 
     after = split_losses(backend.forward, streams, method, session, pad_id, eval_batch)
     # every rank: ZeRO-3 gathers one parameter at a time while rank 0 writes
@@ -305,16 +332,20 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    backend: Any, session: Any, epoch: int, global_step: int, history: list[dict]
+    backend: Any,
+    session: Any,
+    epoch: int,
+    global_step: int,
+    history: list[dict],
+    method_state: dict[str, Any] | None = None,
 ) -> None:
     """Every rank writes its part into a fresh local directory and reports it with the metrics."""
     tmp = Path(tempfile.mkdtemp(prefix="unlearn-ckpt-"))
     try:
         backend.save(tmp, session.rank)
         if session.rank == 0:
-            (tmp / "trainer_state.json").write_text(
-                json.dumps({"epoch": epoch, "global_step": global_step})
-            )
+            state = {"epoch": epoch, "global_step": global_step, "method": method_state or {}}
+            (tmp / "trainer_state.json").write_text(json.dumps(state))
             (tmp / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         # the last step's numbers, plus the epoch's evaluation when there was one
         last_step = next(h for h in reversed(history) if "step" in h and "eval_epoch" not in h)

@@ -55,8 +55,14 @@ class EvalConfig:
     )
     # k of Min-K% and Min-K%++ (fraction of the lowest-scoring tokens kept), 0.4 as in OU.
     min_k: float = 0.4
-    # The attack whose AUC privleak compares with the retain model's (OU: Min-K%).
+    # The attack whose AUC privleak compares with the retain model's (OU: Min-K%; MUSE: Min-K%++).
     privleak_attack: str = "min_k"
+    # Without a retain model privleak and rel_diff are null; a number here is the AUC they
+    # compare with instead (open-unlearning falls back to 0.5), labelled in metrics.json
+    # (privleak_reference) and the report.
+    privleak_reference_auc: float | None = None
+    # p of the gradient-norm attack's per-parameter norms (1, 2 or .inf; open-unlearning: 2).
+    gradnorm_p: float = 2.0
     # A split whose rows lack paraphrased / perturbed answers: raise, or skip the truth ratio
     # (and the normalized probability of utility splits) and record why in metrics.json.
     on_missing_perturbed: Literal["error", "skip"] = "error"
@@ -70,6 +76,15 @@ class EvalConfig:
     score: Literal["hmean", "gmean", "model_utility", "forget_quality"] = "hmean"
     # Example generations per forget / retain split kept in metrics.json for the report.
     report_examples: int = 3
+    # Which benchmark's definitions: "qa" (TOFU-style QA splits, everything above) or "muse"
+    # (MUSE's own: KnowMem few-shot QA, VerbMem prompt / continuation, privleak on passages;
+    # the splits ``unlearn data import --format muse`` writes; see unlearn.eval.muse).
+    suite: Literal["qa", "muse"] = "qa"
+    # MUSE KnowMem: greedy tokens after the few-shot prompt, cut at the first stop string.
+    knowmem_max_new_tokens: int = 32
+    knowmem_stop: list[str] = field(default_factory=lambda: ["\n\n", "\nQuestion", "Question:"])
+    # MUSE VerbMem: greedy tokens continuing each prompt.
+    verbmem_max_new_tokens: int = 128
 
     def check(self) -> None:
         """Reject impossible values (ConfigError naming the key)."""
@@ -103,6 +118,22 @@ class EvalConfig:
             f"unknown attack {self.privleak_attack!r} (known: {known})",
         )
         require(
+            MIA_ATTACKS[self.privleak_attack].computed != "reference",
+            "privleak_attack",
+            f"{self.privleak_attack!r} scores against the retain model itself; privleak needs "
+            "an attack the retain model can be scored with",
+        )
+        require(
+            self.privleak_reference_auc is None or 0.0 <= self.privleak_reference_auc < 1.0,
+            "privleak_reference_auc",
+            f"must be in [0, 1) or null, got {self.privleak_reference_auc}",
+        )
+        require(
+            self.gradnorm_p in (1.0, 2.0, float("inf")),
+            "gradnorm_p",
+            f"must be 1, 2 or .inf, got {self.gradnorm_p}",
+        )
+        require(
             self.max_examples_per_split is None or self.max_examples_per_split >= 1,
             "max_examples_per_split",
             f"must be >= 1 or null, got {self.max_examples_per_split}",
@@ -115,6 +146,9 @@ class EvalConfig:
             "report_examples",
             f"must be >= 0, got {self.report_examples}",
         )
+        for key in ("knowmem_max_new_tokens", "verbmem_max_new_tokens"):
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(all(self.knowmem_stop), "knowmem_stop", "holds an empty stop string")
         if self.utility_splits is not None:
             require(
                 self.forget_split not in self.utility_splits,

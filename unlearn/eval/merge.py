@@ -13,18 +13,23 @@ from typing import Any
 from unlearn.errors import DataError
 from unlearn.eval.config import EvalConfig
 from unlearn.eval.metrics import (
+    MIA_ATTACKS,
     SPLIT_METRICS,
     UTILITY_METRICS,
     forget_quality,
     harmonic_mean,
     mia_auc,
+    mia_reference,
     privleak,
+    rel_diff,
     selection_score,
     truth_ratio,
 )
 from unlearn.eval.shard import SHARD_FORMAT, evaluate_shard
 
-REFERENCE_FORMAT = 1
+# 2: the reference also holds the retain model's per-example answer NLL on forget and holdout
+# (``avg_nll``, for the reference-model attack).
+REFERENCE_FORMAT = 2
 
 
 def split_metrics(part: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
@@ -93,15 +98,47 @@ def forget_truth_ratios(part: dict[str, Any]) -> dict[str, float] | None:
     }
 
 
-def mia_aucs(merged: dict[str, Any], forget: str, holdout: str | None, attacks: list[str]) -> dict:
+def mia_aucs(
+    merged: dict[str, Any],
+    forget: str,
+    holdout: str | None,
+    attacks: list[str],
+    reference: dict[str, Any] | None = None,
+) -> dict:
+    """ROC AUC of each attack, forget vs holdout. Reference-model attacks need ``reference``
+    (the retain model's per-example NLL) and are left out without it."""
     if holdout is None:
         return {}
     out = {}
     for a in attacks:
+        if MIA_ATTACKS[a].computed == "reference":
+            nll = (reference or {}).get("avg_nll")
+            if not nll:
+                continue
+
+            def scores(split: str, role: str, nll: dict = nll) -> list[float]:
+                missing = merged[split]["examples"].keys() - nll[role].keys()
+                if missing:
+                    raise DataError(
+                        f"the retain reference has no NLL for {role} example "
+                        f"{sorted(missing)[0]!r} of {split!r}: it was computed on other rows"
+                    )
+                return [
+                    mia_reference(ex["answer"]["avg_nll"], nll[role][i])
+                    for i, ex in merged[split]["examples"].items()
+                ]
+
+            out[a] = mia_auc(scores(forget, "forget"), scores(holdout, "holdout"))
+            continue
         f = [ex["answer"]["mia"][a] for ex in merged[forget]["examples"].values()]
         h = [ex["answer"]["mia"][a] for ex in merged[holdout]["examples"].values()]
         out[a] = mia_auc(f, h)
     return out
+
+
+def answer_nlls(part: dict[str, Any]) -> dict[str, float]:
+    """Each example's mean answer-token NLL (what the reference-model attack calibrates by)."""
+    return {i: ex["answer"]["avg_nll"] for i, ex in part["examples"].items()}
 
 
 def merge_shards(
@@ -111,6 +148,10 @@ def merge_shards(
 ) -> dict[str, Any]:
     """The metrics (metrics.json without provenance) from every rank's ``evaluate_shard`` output."""
     merged = union_shards(shards, "metrics")
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import merge_muse
+
+        return merge_muse(merged, cfg, retain_reference)
     forget = by_role(merged, "forget")
     retain = by_role(merged, "retain")
     holdout = by_role(merged, "holdout")
@@ -123,7 +164,15 @@ def merge_shards(
         splits[name], why = split_metrics(part)
         skipped.update({f"{name}.{m}": w for m, w in why.items()})
 
-    mia = {a: {"auc": v} for a, v in mia_aucs(merged, forget, holdout, cfg.mia_attacks).items()}
+    aucs = mia_aucs(merged, forget, holdout, cfg.mia_attacks, retain_reference)
+    mia = {a: {"auc": v} for a, v in aucs.items()}
+    if holdout is not None:
+        for a in cfg.mia_attacks:
+            if a not in aucs:
+                skipped[f"mia.{a}"] = (
+                    "no retain model: the reference attack calibrates each loss by the retain "
+                    "model's (pass --retain-model)"
+                )
     forget_trs = forget_truth_ratios(merged[forget])
 
     fq, fq_reason = None, None
@@ -141,18 +190,28 @@ def merge_shards(
         ref_trs = retain_reference["forget_truth_ratios"]
         fq = forget_quality(list(forget_trs.values()), [ref_trs[i] for i in forget_trs])
 
-    pl, pl_reason = None, None
+    pl, pl_reason, pl_ref, rd = None, None, None, None
     if holdout is None:
         pl_reason = f"no holdout split for {forget!r}: membership inference needs one"
-    elif retain_reference is None:
-        pl_reason = "no retain model: privleak compares the MIA AUC with the retain model's"
+    elif retain_reference is None and cfg.privleak_reference_auc is None:
+        pl_reason = (
+            "no retain model: privleak compares the MIA AUC with the retain model's (or set "
+            "privleak_reference_auc: 0.5, open-unlearning's fallback)"
+        )
     else:
-        ref_auc = (retain_reference.get("mia_auc") or {}).get(cfg.privleak_attack)
+        if retain_reference is not None:
+            ref_auc = (retain_reference.get("mia_auc") or {}).get(cfg.privleak_attack)
+            pl_ref = "retain model"
+        else:
+            ref_auc = cfg.privleak_reference_auc
+            pl_ref = f"fixed AUC {ref_auc:g} (no retain model; open-unlearning's fallback)"
         if ref_auc is None:
             pl_reason = f"the retain reference has no {cfg.privleak_attack} AUC"
+            pl_ref = None
         else:
             auc = mia_aucs(merged, forget, holdout, [cfg.privleak_attack])[cfg.privleak_attack]
             pl = privleak(auc, ref_auc)
+            rd = rel_diff(auc, ref_auc)
 
     components: dict[str, float] = {}
     missing = []
@@ -200,6 +259,10 @@ def merge_shards(
         "model_utility_reason": mu_reason,
         "privleak": pl,
         "privleak_reason": pl_reason,
+        # what privleak and rel_diff compare with: "retain model", a fixed AUC, or null
+        "privleak_reference": pl_ref,
+        "rel_diff": rd,
+        "rel_diff_reason": pl_reason,
         "score": score,
         "score_formula": formula,
         "splits": splits,

@@ -253,6 +253,46 @@ def privleak(auc: float, retain_auc: float) -> float:
     return (score - ref) / (ref + EPS) * 100.0
 
 
+def rel_diff(value: float, reference: float) -> float:
+    """open-unlearning's ``rel_diff``: (x - x_ref) / (x_ref + 1e-10) * 100, a statistic relative to
+    the retain model's (here the privleak attack's AUC; privleak is the same on 1 - AUC)."""
+    return (value - reference) / (reference + EPS) * 100.0
+
+
+def mean_probability(avg_nlls: Sequence[float]) -> float:
+    """Mean over answers of the length-normalized probability exp(-avgNLL_j) (OU's
+    ``forget_Q_A_PERT_Prob`` per example: the mean over the perturbed answers)."""
+    if not avg_nlls:
+        raise ValueError("mean_probability of no answers")
+    return float(np.mean([math.exp(-v) for v in avg_nlls]))
+
+
+def truth_ratio_mean(ratios: Sequence[float]) -> float:
+    """open-unlearning's ``prob_mean`` truth-ratio aggregator: mean_i TR_i (the raw mean, which OU
+    reports as ``forget_truth_ratio``; TOFU's forget / retain aggregates clip it, see above)."""
+    return float(np.mean(np.asarray(ratios, dtype=np.float64)))
+
+
+def mia_gradnorm(param_grad_norms: Sequence[float], **_: Any) -> float:
+    """Gradient-norm attack (studied for LLM training data in https://arxiv.org/abs/2402.17012, as
+    open-unlearning and MIMIR cite it; computed as open-unlearning does).
+
+    score = mean over parameter tensors j of ||dL/dtheta_j||_p, L the example's mean answer-token
+    NLL (EOS excluded): members sit in a flatter region, so a larger norm = less likely a member.
+    The per-tensor norms come from one backward pass per example (``scoring.gradient_norms``).
+    """
+    if not param_grad_norms:
+        raise ValueError("mia_gradnorm needs at least one parameter's gradient norm")
+    return float(np.mean(np.asarray(param_grad_norms, dtype=np.float64)))
+
+
+def mia_reference(avg_nll: float, reference_avg_nll: float, **_: Any) -> float:
+    """Reference-model attack (Carlini et al. 2021, https://arxiv.org/abs/2012.07805; OU's
+    ``mia_reference``): score = avgNLL(model) - avgNLL(reference), the loss calibrated by a
+    reference model's (here the retain model's) loss on the same answer."""
+    return float(avg_nll) - float(reference_avg_nll)
+
+
 def selection_score(
     method: str, forget_quality: float | None, model_utility: float | None, forget_tr: float | None
 ) -> tuple[float | None, str]:
@@ -298,6 +338,10 @@ class Metric:
     roles: tuple[str, ...] = ()
     # MIA attacks: the per-example score function.
     attack: Callable[..., float] | None = None
+    # MIA attacks: what the score needs. "forward": the teacher-forced statistics (computed while
+    # scoring); "gradient": one backward pass per example (``scoring.gradient_norms``; not inside
+    # training); "reference": the retain model's per-example NLL (computed when merging).
+    computed: str = "forward"
 
 
 def _ex_probability(ex: dict[str, Any], role: str) -> float | None:
@@ -390,8 +434,82 @@ METRICS: dict[str, Metric] = {
                "utility (formula in score_formula)."),
     ]
 }  # fmt: skip
+
+
+def _ex_paraphrased_probability(ex: dict[str, Any], role: str) -> float | None:
+    v = ex.get("paraphrased")
+    return None if v is None else probability(v)
+
+
+def _ex_perturbed_probability(ex: dict[str, Any], role: str) -> float | None:
+    return mean_probability(ex["perturbed"]) if ex.get("perturbed") else None
+
+
+def _gen_vs(key: str) -> Callable[[dict[str, Any], str], float | None]:
+    def get(ex: dict[str, Any], role: str) -> float | None:
+        v = (ex.get("generation") or {}).get(key)
+        if isinstance(v, list):
+            return float(np.mean(v)) if v else None
+        return v
+
+    return get
+
+
+def _agg_mean_truth_ratio(values: list[float], role: str) -> float:
+    return truth_ratio_mean(values)
+
+
+# open-unlearning's further TOFU numbers (forget / retain x PARA / PERT x Prob / ROUGE, the
+# ``prob_mean`` truth ratio) and attacks (gradnorm, reference), reported separately as OU does.
+_FR = ("forget", "retain")
+METRICS.update(
+    {
+        m.name: m
+        for m in [
+            Metric("paraphrased_probability", "split",
+                   "OU's Q_A_PARA_Prob: probability of the paraphrased answer. Forget: low, like "
+                   "the retain model's (the fact is gone, not only its wording); retain: high.",
+                   _ex_paraphrased_probability, roles=_FR),
+            Metric("perturbed_probability", "split",
+                   "OU's Q_A_PERT_Prob: mean probability of the wrong (perturbed) answers. Low "
+                   "everywhere; a forget value close to paraphrased_probability means the model "
+                   "no longer prefers the truth.", _ex_perturbed_probability, roles=_FR),
+            Metric("paraphrased_rouge_l_recall", "split",
+                   "OU's Q_A_PARA_ROUGE: ROUGE-L recall of the answer against the paraphrased "
+                   "answer. Forget: low; retain: high.", _gen_vs("vs_paraphrased"), roles=_FR),
+            Metric("perturbed_rouge_l_recall", "split",
+                   "OU's Q_A_PERT_ROUGE: mean ROUGE-L recall of the answer against the wrong "
+                   "answers; a model that forgot by answering wrongly scores high here.",
+                   _gen_vs("vs_perturbed"), roles=_FR),
+            Metric("truth_ratio_prob_mean", "split",
+                   "OU's forget_truth_ratio (prob_mean aggregator): the plain mean truth ratio "
+                   "P(wrong) / P(paraphrase); near 1 on forget after unlearning, below 1 where "
+                   "the truth is known.", _ex_truth_ratio, _agg_mean_truth_ratio, roles=_FR),
+            Metric("gradnorm", "mia",
+                   "AUC near 0.5: per-example gradient norms cannot tell forget from holdout.",
+                   attack=mia_gradnorm, computed="gradient"),
+            Metric("reference", "mia",
+                   "AUC near 0.5: the loss relative to the retain model's cannot tell forget "
+                   "from holdout (needs a retain model).", attack=mia_reference,
+                   computed="reference"),
+            Metric("muse_knowmem", "split",
+                   "MUSE KnowMem (few-shot QA, ROUGE-L F1): forget_qa low, like the retain "
+                   "model's; retain_qa high (MUSE's utility).", _gen("rouge_l_f1"),
+                   roles=("knowmem_forget", "knowmem_retain")),
+            Metric("muse_verbmem", "split",
+                   "MUSE VerbMem (ROUGE-L F1 of the 128-token continuation of each forget "
+                   "prompt): low, near the retain model's.", _gen("rouge_l_f1"),
+                   roles=("verbmem",)),
+            Metric("rel_diff", "summary",
+                   "Near 0: the privleak attack's AUC relative to the retain model's (or to the "
+                   "fixed reference AUC), in percent; positive = the forget set still leaks."),
+        ]
+    }
+)  # fmt: skip
 SPLIT_METRICS = {k: m for k, m in METRICS.items() if m.kind == "split"}
 MIA_ATTACKS = {k: m for k, m in METRICS.items() if m.kind == "mia"}
+# Attacks computed while scoring (no backward pass, no reference model).
+FORWARD_ATTACKS = {k: m for k, m in MIA_ATTACKS.items() if m.computed == "forward"}
 # The three numbers per split that TOFU's model utility combines.
 UTILITY_METRICS = ("probability", "rouge_l_recall", "truth_ratio")
 

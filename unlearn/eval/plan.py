@@ -41,6 +41,10 @@ def resolve_splits(
     """(split, role) pairs to evaluate, from the config and the dataset's recorded pairs."""
     if purpose not in PURPOSES:
         raise ValueError(f"purpose {purpose!r} is not one of {PURPOSES}")
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import muse_splits
+
+        return muse_splits(dataset, purpose)
     have = set(dataset.splits)
 
     def need(name: str, key: str) -> str:
@@ -80,6 +84,18 @@ def resolve_splits(
     return out
 
 
+def retain_fallback(dataset: Any, cfg: EvalConfig, forget: str, retain: str | None) -> str | None:
+    """The retain split a caller that trained on ``retain`` must name for evaluation: ``retain``
+    when ``resolve_splits`` would find none of its own (no explicit ``retain_split``, no TOFU
+    ``retain_perturbed``, no recorded pair), else None, so that training runs, the demo and
+    ``unlearn eval`` all evaluate the same splits."""
+    if cfg.retain_split is not None or retain is None:
+        return None
+    if cfg.use_retain_perturbed and RETAIN_PERTURBED in set(dataset.splits):
+        return None
+    return retain if dataset.paired_split(forget, "retain") is None else None
+
+
 def subsample(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
     """At most ``limit`` rows, evenly spaced (deterministic)."""
     if limit is None or len(rows) <= limit:
@@ -91,9 +107,9 @@ def missing_perturbed(rows: list[dict[str, Any]], role: str) -> str | None:
     """Why the truth ratio cannot be computed on these rows, or None."""
     for r in rows:
         if not r.get("perturbed_answers"):
-            return f"example {r['id']!r} has no perturbed answers"
+            return f"example {r['id']!r} has no perturbed answers (column 'perturbed_answers')"
         if role != "options" and not r.get("paraphrased_answer"):
-            return f"example {r['id']!r} has no paraphrased answer"
+            return f"example {r['id']!r} has no paraphrased answer (column 'paraphrased_answer')"
     return None
 
 
@@ -145,6 +161,10 @@ def plan_splits(
     dataset: Any, cfg: EvalConfig, rank: int = 0, world_size: int = 1, purpose: str = "metrics"
 ) -> list[SplitPlan]:
     """This rank's slice of every split to evaluate."""
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import muse_plans
+
+        return muse_plans(dataset, cfg, rank, world_size, purpose)
     return [
         make_plan(
             name,

@@ -27,11 +27,13 @@ from unlearn.errors import DataError
 from unlearn.eval.config import EvalConfig
 from unlearn.eval.merge import (
     REFERENCE_FORMAT,
+    answer_nlls,
     by_role,
     forget_truth_ratios,
     mia_aucs,
     union_shards,
 )
+from unlearn.eval.metrics import MIA_ATTACKS
 from unlearn.eval.plan import resolve_splits
 from unlearn.eval.shard import evaluate_shard
 from unlearn.models.io import state_dict_hash
@@ -49,7 +51,12 @@ def reference_from_shards(
     if forget is None:
         raise DataError("the reference shards hold no forget split")
     trs = forget_truth_ratios(merged[forget])
-    attacks = list(dict.fromkeys([*cfg.mia_attacks, cfg.privleak_attack]))
+    # the retain model's own AUCs (a reference-model attack of it against itself is meaningless)
+    attacks = [
+        a
+        for a in dict.fromkeys([*cfg.mia_attacks, cfg.privleak_attack])
+        if MIA_ATTACKS[a].computed != "reference"
+    ]
     return {
         "format": REFERENCE_FORMAT,
         "model_hash": model_hash,
@@ -60,6 +67,11 @@ def reference_from_shards(
         "holdout_split_hash": merged[holdout]["hash"] if holdout else None,
         "forget_truth_ratios": trs or {},
         "mia_auc": mia_aucs(merged, forget, holdout, attacks),
+        # per-example answer NLL, for the reference-model attack on evaluated models
+        "avg_nll": {
+            "forget": answer_nlls(merged[forget]),
+            **({"holdout": answer_nlls(merged[holdout])} if holdout else {}),
+        },
     }
 
 

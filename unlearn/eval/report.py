@@ -199,6 +199,13 @@ def render_report(
             why = models[n].get(f"{key}_reason")
             if models[n].get(key) is None and why:
                 reasons.append(f"<li><b>{html.escape(n)}</b> {key}: {html.escape(why)}</li>")
+    for n in names:
+        ref = models[n].get("privleak_reference")
+        if models[n].get("privleak") is not None and ref and ref != "retain model":
+            reasons.append(
+                f"<li><b>{html.escape(n)}</b> privleak and rel_diff are against a "
+                f"{html.escape(ref)}, not a retain model's AUC</li>"
+            )
     if reasons:
         parts.append(f"<ul class='note'>{''.join(reasons)}</ul>")
 

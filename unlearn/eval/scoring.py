@@ -195,6 +195,45 @@ def score(
     return results  # type: ignore[return-value]
 
 
+def gradient_norms(
+    model: Any, encoded: Sequence[dict], p: float = 2.0, eos_id: int | None = None
+) -> list[list[float]]:
+    """Per item, the p-norm of each parameter tensor's gradient of its mean answer-token NLL.
+
+    One forward and backward pass per item (the gradient-norm attack, ``metrics.mia_gradnorm``);
+    the final EOS is left out of the NLL as in the other token-level attacks. Gradients are
+    cleared before and after: never call this while a training step's gradients are pending.
+    """
+    import torch
+
+    device = model_device(model)
+    params = [q for q in model.parameters() if q.requires_grad]
+    if not params:
+        raise ModelError("the gradient-norm attack needs parameters that require gradients")
+    out: list[list[float]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for enc in encoded:
+            ids = torch.tensor([enc["input_ids"]], device=device)
+            labels = torch.tensor([enc["labels"]], device=device)
+            model.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                sel, targets, _ = answer_positions(logits, labels)
+                if eos_id is not None and targets.numel() > 1 and int(targets[-1]) == eos_id:
+                    sel, targets = sel[:-1], targets[:-1]
+                lp = torch.log_softmax(sel.float(), dim=-1).gather(-1, targets.unsqueeze(-1))
+                (-lp.mean()).backward()
+            out.append(
+                [float(q.grad.detach().float().norm(p=p)) for q in params if q.grad is not None]
+            )
+        model.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+    return out
+
+
 def greedy_config(model: Any, tokenizer: Any, max_new_tokens: int) -> Any:
     """The model's generation config switched to greedy decoding of ``max_new_tokens``."""
     from transformers import GenerationConfig

@@ -10,7 +10,7 @@ from typing import Any
 
 from unlearn.eval import scoring
 from unlearn.eval.config import EvalConfig
-from unlearn.eval.metrics import MIA_ATTACKS, rouge
+from unlearn.eval.metrics import FORWARD_ATTACKS, MIA_ATTACKS, rouge
 from unlearn.eval.plan import SplitPlan, make_plan, plan_splits, plan_work
 from unlearn.models.prompting import IGNORE_INDEX, encode_prompt, encode_qa
 
@@ -49,6 +49,12 @@ def evaluate_shard(
     under DeepSpeed ZeRO-3. ``purpose="reference"`` computes only what the retain-model
     reference needs (forget truth ratios, forget / holdout MIA scores; no generation).
     """
+    if cfg.suite == "muse":
+        from unlearn.eval.muse import evaluate_muse_shard
+
+        return evaluate_muse_shard(
+            model, tokenizer, dataset, cfg, rank, world_size, synced, purpose=purpose
+        )
     plans = plan_splits(dataset, cfg, rank, world_size, purpose)
     pad: dict[str, Any] = {}
     if synced:
@@ -101,13 +107,18 @@ def run_plans(
     dummy_prompt: list[int] | None = None,
 ) -> dict[str, Any]:
     """Score and generate everything ``plans`` ask for, batched across splits; {split: part}."""
-    attacks = {
-        n: MIA_ATTACKS[n].attack for n in dict.fromkeys([*cfg.mia_attacks, cfg.privleak_attack])
-    }
+    wanted = list(dict.fromkeys([*cfg.mia_attacks, cfg.privleak_attack]))
+    attacks = {n: MIA_ATTACKS[n].attack for n in wanted if n in FORWARD_ATTACKS}
+    gradient = [n for n in wanted if MIA_ATTACKS[n].computed == "gradient"]
+    if gradient and synced:
+        raise ValueError(
+            "the gradient-norm attack runs a backward pass per example: not under ZeRO-3"
+        )
     items: list[scoring.ScoreItem] = []
     item_keys: list[tuple[str, str, str]] = []  # (split, id, answer | paraphrased | perturbed)
     prompts: list[list[int]] = []
     prompt_keys: list[tuple[str, str, str, str]] = []  # (split, id, kind, reference text)
+    extra_refs: dict[tuple[str, str], tuple[str, list[str]]] = {}  # paraphrased, perturbed
     for p in plans:
         for r in p.records:
             full = p.role in ("forget", "retain", "holdout")
@@ -123,11 +134,18 @@ def run_plans(
             if p.generate:
                 prompts.append(encode_prompt(tokenizer, r["question"]))
                 prompt_keys.append((p.name, r["id"], "generation", r["answer"]))
+                if p.truth_ratio and p.role in ("forget", "retain"):
+                    # OU's PARA / PERT ROUGE: the same answer against the other references
+                    extra_refs[(p.name, r["id"])] = (
+                        r["paraphrased_answer"],
+                        list(r["perturbed_answers"]),
+                    )
             if p.verbmem:
                 prefix, truth = _verbmem_prompt(tokenizer, r, cfg)
                 prompts.append(prefix)
                 prompt_keys.append((p.name, r["id"], "verbmem", truth))
 
+    roles_of = {p.name: p.role for p in plans}
     encoded = scoring.encode_items(tokenizer, items, cfg.max_length)
     scoring.check_vocabulary(model, tokenizer, [e["input_ids"] for e in encoded] + prompts)
 
@@ -146,6 +164,18 @@ def run_plans(
             dummy=dummy_item,
             encoded=encoded,
         )
+        if gradient:
+            mia_rows = [
+                i
+                for i, (split, _, kind) in enumerate(item_keys)
+                if kind == "answer" and roles_of[split] in ("forget", "holdout")
+            ]
+            norms = scoring.gradient_norms(
+                model, [encoded[i] for i in mia_rows], cfg.gradnorm_p, tokenizer.eos_token_id
+            )
+            for i, per_param in zip(mia_rows, norms):
+                for name in gradient:
+                    stats[i]["mia"][name] = MIA_ATTACKS[name].attack(param_grad_norms=per_param)
         texts: list[str] = []
         if prompts or gen_batches:
             texts = scoring.generate(
@@ -191,4 +221,9 @@ def run_plans(
             ex["perturbed"].append(st["avg_nll"])
     for (split, id_, kind, truth), text in zip(prompt_keys, texts):
         splits[split]["examples"][id_][kind] = {"text": text, **rouge(text, truth)}
+        if kind == "generation" and (split, id_) in extra_refs:
+            para, pert = extra_refs[(split, id_)]
+            gen = splits[split]["examples"][id_][kind]
+            gen["vs_paraphrased"] = rouge(text, para)["rouge_l_recall"]
+            gen["vs_perturbed"] = [rouge(text, alt)["rouge_l_recall"] for alt in pert]
     return splits

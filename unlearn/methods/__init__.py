@@ -11,14 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from unlearn.errors import ConfigError
+from unlearn.methods.ceu import CEU, CEUConfig
 from unlearn.methods.common import LossOutput, Method, MethodConfig, Stream
 from unlearn.methods.finetune import Finetune, FinetuneConfig
 from unlearn.methods.ga import GAConfig, GradDiff, GradDiffConfig, GradientAscent
 from unlearn.methods.idkdpo import IdkDPO, IdkDPOConfig
 from unlearn.methods.npo import NPO, NPOConfig
+from unlearn.methods.pdu import PDU, PDUConfig
 from unlearn.methods.rmu import RMU, RMUConfig
+from unlearn.methods.satimp import SatImp, SatImpConfig
 from unlearn.methods.simnpo import SimNPO, SimNPOConfig
 from unlearn.methods.ssd import SSD, SSDConfig
+from unlearn.methods.undial import UNDIAL, UNDIALConfig
+from unlearn.methods.wga import WGA, WGAConfig
 from unlearn.models.batching import SeqLogProbs, sequence_logprobs
 
 METHODS: dict[str, tuple[type, type]] = {
@@ -30,6 +35,11 @@ METHODS: dict[str, tuple[type, type]] = {
     "idkdpo": (IdkDPOConfig, IdkDPO),
     "rmu": (RMUConfig, RMU),
     "ssd": (SSDConfig, SSD),
+    "undial": (UNDIALConfig, UNDIAL),
+    "wga": (WGAConfig, WGA),
+    "satimp": (SatImpConfig, SatImp),
+    "ceu": (CEUConfig, CEU),
+    "pdu": (PDUConfig, PDU),
 }
 
 

@@ -11,7 +11,7 @@ from unlearn.methods.common import (
     StepContext,
     Stream,
     mean_item,
-    nll_loss,
+    nll_term,
 )
 
 
@@ -23,7 +23,8 @@ class FinetuneConfig(MethodConfig):
 
 
 class Finetune(Method):
-    """loss = mean_i NLL(y_i | x_i) / |y_i| over the training data (``data.train_splits``)."""
+    """loss = mean_i NLL(y_i | x_i) / |y_i| over the training data (``data.train_splits``); with
+    ``nll_reduction: token`` the token mean over the global batch."""
 
     streams = (Stream("train", "train"),)
 
@@ -32,5 +33,5 @@ class Finetune(Method):
 
     def compute(self, ctx: StepContext) -> LossOutput:
         """NLL of the training batch."""
-        loss = nll_loss(ctx.logprobs("train"))
+        loss = nll_term(ctx, "train", self.config.nll_reduction)
         return LossOutput(loss, {"train_loss": mean_item(loss)})

@@ -1,5 +1,8 @@
 """``ga`` (gradient ascent) and ``graddiff`` (gradient difference).
 
+Every NLL (forget and retain) is averaged per ``method.nll_reduction``: "example" (default: mean
+of per-example means) or "token" (the global batch's token mean, open-unlearning's HF loss).
+
 GA: minimize -NLL on the forget set (Jang et al. 2023, "Knowledge Unlearning for Mitigating
 Privacy Risks in Language Models"). GradDiff: GA plus NLL (or KL) on the retain set (Liu et al.
 2022; TOFU's "Grad. Diff."). Unbounded: the forget term goes to -inf, which is why utility
@@ -18,7 +21,7 @@ from unlearn.methods.common import (
     StepContext,
     Stream,
     mean_item,
-    nll_loss,
+    nll_term,
     retain_term,
 )
 
@@ -48,7 +51,7 @@ class GradientAscent(Method):
 
     def compute(self, ctx: StepContext) -> LossOutput:
         """Negated forget NLL."""
-        forget = -nll_loss(ctx.logprobs("forget"))
+        forget = -nll_term(ctx, "forget", self.config.nll_reduction)
         return LossOutput(self.config.gamma * forget, {"forget_loss": mean_item(forget)})
 
 
@@ -63,8 +66,9 @@ class GradDiff(Method):
 
     def compute(self, ctx: StepContext) -> LossOutput:
         """Negated forget NLL plus the retain term."""
-        forget = -nll_loss(ctx.logprobs("forget"))
-        retain = retain_term(ctx, self.config.retain_loss)
+        reduction = self.config.nll_reduction
+        forget = -nll_term(ctx, "forget", reduction)
+        retain = retain_term(ctx, self.config.retain_loss, reduction)
         loss = self.config.gamma * forget + self.config.alpha * retain
         return LossOutput(
             loss, {"forget_loss": mean_item(forget), "retain_loss": mean_item(retain)}

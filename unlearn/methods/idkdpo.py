@@ -101,7 +101,7 @@ class IdkDPO(Method):
             ctx.reference_logprobs("forget"),
             self.config.beta,
         ).mean()
-        retain = retain_term(ctx, self.config.retain_loss)
+        retain = retain_term(ctx, self.config.retain_loss, self.config.nll_reduction)
         loss = self.config.gamma * forget + self.config.alpha * retain
         return LossOutput(
             loss, {"forget_loss": mean_item(forget), "retain_loss": mean_item(retain)}

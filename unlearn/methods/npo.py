@@ -63,7 +63,7 @@ class NPO(Method):
         """NPO forget term from summed log-probs plus the retain term."""
         policy = ctx.logprobs("forget").sum
         forget = npo_loss(policy, ctx.reference_logprobs("forget"), self.config.beta).mean()
-        retain = retain_term(ctx, self.config.retain_loss)
+        retain = retain_term(ctx, self.config.retain_loss, self.config.nll_reduction)
         loss = self.config.gamma * forget + self.config.alpha * retain
         return LossOutput(
             loss, {"forget_loss": mean_item(forget), "retain_loss": mean_item(retain)}

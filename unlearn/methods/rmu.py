@@ -6,6 +6,14 @@ output on forget data toward a fixed random unit vector u scaled by c. Retain te
 answer tokens of mean_h (h_l(x_r) - h_l_ref(x_r))^2, keeping retain activations at the frozen
 reference's. Only the parameters of ``trainable_layers`` are updated (WMDP: the MLPs of layers
 l-2..l). open-unlearning's TOFU setting: c 2, layer 7 of a 16-layer model.
+
+Both terms are averaged per example (each example's mean over its answer positions, then the mean
+over examples; ``nll_reduction: token`` averages over all answer positions of the global batch).
+open-unlearning's RMU divides the per-example sums S [B] by the per-example token counts n [B, 1]
+and averages the broadcast [B, B] product, i.e. computes mean(S) * mean(1/n) instead of
+mean(S / n): a bug (the two differ whenever answer lengths differ), not followed here. Its mask is
+also ``labels != -100`` on unshifted labels (the positions holding answer tokens); ours marks the
+positions that predict them.
 """
 
 from __future__ import annotations
@@ -18,7 +26,15 @@ import torch
 
 from unlearn.config import require
 from unlearn.errors import ConfigError
-from unlearn.methods.common import LossOutput, Method, MethodConfig, StepContext, Stream, mean_item
+from unlearn.methods.common import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    StepContext,
+    Stream,
+    answer_mean,
+    mean_item,
+)
 from unlearn.models.prompting import IGNORE_INDEX
 
 
@@ -32,6 +48,15 @@ def masked_mse(hidden: torch.Tensor, target: torch.Tensor, labels: torch.Tensor)
     mask[:, :-1] = (labels[:, 1:] != IGNORE_INDEX).to(hidden.dtype)
     per_token = ((hidden.float() - target.float()) ** 2).mean(-1)
     return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+
+
+def rmu_term(
+    ctx: StepContext, stream: str, hidden: torch.Tensor, target: torch.Tensor, reduction: str
+) -> torch.Tensor:
+    """``masked_mse`` of a stream through ``answer_mean`` (per-example or token mean)."""
+    per_token = ((hidden.float() - target.float()) ** 2).mean(-1)[:, :-1]  # [B, T-1]
+    mask = ctx.labels(stream)[:, 1:] != IGNORE_INDEX
+    return answer_mean(ctx, stream, per_token, mask, reduction)
 
 
 def control_vector(hidden_size: int, coeff: float, seed: int) -> torch.Tensor:
@@ -106,10 +131,15 @@ class RMU(Method):
         if self._control is None:
             raise RuntimeError("RMU.prepare_model must run before training")
         layer = self.config.layer
+        reduction = self.config.nll_reduction
         h_f = ctx.hidden("forget", layer)
-        forget = masked_mse(h_f, self._control.to(h_f.device), ctx.labels("forget"))
-        retain = masked_mse(
-            ctx.hidden("retain", layer), ctx.reference_hidden("retain", layer), ctx.labels("retain")
+        forget = rmu_term(ctx, "forget", h_f, self._control.to(h_f.device), reduction)
+        retain = rmu_term(
+            ctx,
+            "retain",
+            ctx.hidden("retain", layer),
+            ctx.reference_hidden("retain", layer),
+            reduction,
         )
         loss = self.config.gamma * forget + self.config.alpha * retain
         return LossOutput(

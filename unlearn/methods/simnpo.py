@@ -1,9 +1,17 @@
 """``simnpo``: Simple NPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference
 Optimization for LLM Unlearning", arXiv:2410.07163).
 
-Reference-free and length-normalized: forget term -(2/beta) * log sigmoid(-beta * (log p(y|x)/|y|)
-- delta)), i.e. -(2/beta) log sigmoid(beta * (NLL_s/|y| - delta)) as in open-unlearning.
-Defaults (TOFU forget10): beta 4.5, gamma 0.125, delta 0, alpha 1.
+Reference-free and length-normalized. Forget term, as open-unlearning and the SimNPO authors'
+code compute it (and as this file does):
+
+    -(2/beta) * log sigmoid(beta * (NLL_s/|y| - delta))
+
+with NLL_s/|y| the per-example mean answer-token NLL. The paper writes the margin outside the
+product, -(2/beta) * log sigmoid(-(beta/|y|) * log p(y|x) - gamma), which is the same loss with
+its margin gamma = beta * delta: a config from open-unlearning (delta) carries over unchanged; a
+margin taken from the paper (gamma) is entered here as delta = gamma / beta.
+Defaults (open-unlearning, TOFU forget10): beta 4.5, gamma 0.125 (the forget term's weight, not the
+paper's margin), delta 0, alpha 1.
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ from unlearn.methods.common import (
 
 
 def simnpo_loss(mean_logp: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
-    """Per-example SimNPO loss: -(2/beta) * log sigmoid(-beta * mean_logp - delta).
+    """Per-example SimNPO loss: -(2/beta) * log sigmoid(beta * (-mean_logp - delta)).
 
+    open-unlearning's form (margin delta inside the product; the paper's gamma = beta * delta).
     Args: mean_logp: per-example mean answer-token log-prob [B] (= -NLL_s / |y|).
     """
-    return -(2.0 / beta) * F.logsigmoid(-beta * mean_logp - delta)
+    return -(2.0 / beta) * F.logsigmoid(beta * (-mean_logp - delta))
 
 
 @dataclass
@@ -64,7 +73,7 @@ class SimNPO(Method):
         forget = simnpo_loss(
             ctx.logprobs("forget").mean, self.config.beta, self.config.delta
         ).mean()
-        retain = retain_term(ctx, self.config.retain_loss)
+        retain = retain_term(ctx, self.config.retain_loss, self.config.nll_reduction)
         loss = self.config.gamma * forget + self.config.alpha * retain
         return LossOutput(
             loss, {"forget_loss": mean_item(forget), "retain_loss": mean_item(retain)}

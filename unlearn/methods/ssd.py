@@ -46,6 +46,11 @@ class SSDConfig(MethodConfig):
     def check(self) -> None:
         """Both must be positive."""
         super().check()
+        require(
+            self.nll_reduction == "example",
+            "nll_reduction",
+            "SSD's importances are mean squared gradients per batch; only 'example' applies",
+        )
         require(self.ssd_alpha > 0, "ssd_alpha", f"must be > 0, got {self.ssd_alpha}")
         require(self.ssd_lambda > 0, "ssd_lambda", f"must be > 0, got {self.ssd_lambda}")
 

@@ -12,12 +12,20 @@ from unlearn.models.io import (
     state_dict_hash,
     weights_hash,
 )
-from unlearn.models.prompting import IGNORE_INDEX, encode_prompt, encode_qa, format_prompt
+from unlearn.models.prompting import (
+    IGNORE_INDEX,
+    PromptFormat,
+    encode_prompt,
+    encode_qa,
+    format_prompt,
+    prompt_format,
+)
 from unlearn.models.tiny import SIZES, build_tiny_model, dataset_texts, train_tokenizer
 
 __all__ = [
     "IGNORE_INDEX",
     "ModelInfo",
+    "PromptFormat",
     "SIZES",
     "build_tiny_model",
     "check_model",
@@ -30,6 +38,7 @@ __all__ = [
     "load_tokenizer",
     "model_hash",
     "model_identity",
+    "prompt_format",
     "save_model",
     "state_dict_hash",
     "train_tokenizer",

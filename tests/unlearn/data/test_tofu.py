@@ -108,15 +108,18 @@ def test_import_tofu_shape(tofu_dir, tmp_path):
     assert ds.info.pairs == {"forget34": {"retain": "retain66", "holdout": None}}
 
 
-def test_default_rows_per_entity_is_tofus_20(tofu_dir, tmp_path, capsys):
-    # with TOFU's 20 rows per author all 6 rows belong to author 0, so forget and retain would
-    # share it: the import refuses and writes nothing
-    assert (
-        main(["data", "import", "--format", "tofu", str(tofu_dir), "--out", str(tmp_path / "ds")])
-        == 2
-    )
-    assert "'author-0000'" in capsys.readouterr().err
-    assert not (tmp_path / "ds").exists()
+def test_rows_per_entity_that_splits_an_author_is_refused(tofu_dir, tmp_path, capsys):
+    # with 3 rows per author, author 1 would hold rows 3-5: forget and retain would share it,
+    # so the import refuses and writes nothing
+    out = tmp_path / "ds"
+    args = ["data", "import", "--format", "tofu", str(tofu_dir), "--out", str(out)]
+    assert main([*args, "--rows-per-entity", "3"]) == 2
+    assert "'author-0001'" in capsys.readouterr().err
+    assert not out.exists()
+    # these rows name no author, so the block size cannot be derived: the flag is asked for
+    assert main(args) == 2
+    assert "pass --rows-per-entity N (TOFU: 20)" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_row_not_in_full_is_named(tofu_dir, tmp_path):

@@ -114,7 +114,7 @@ def test_registry_and_config_errors():
     with pytest.raises(KeyError, match="known"):
         get_metric("bleu")
     with pytest.raises(ConfigError, match=r"mia_attacks\[1\].*known"):
-        EvalConfig(mia_attacks=["loss", "gradnorm"]).check()
+        EvalConfig(mia_attacks=["loss", "lira"]).check()
     with pytest.raises(ConfigError, match="batch_size"):
         EvalConfig(batch_size=0).check()
 

@@ -7,10 +7,10 @@ import torch
 
 from unlearn.errors import DataError, ModelError
 from unlearn.eval import scoring
-from unlearn.eval.metrics import MIA_ATTACKS
+from unlearn.eval.metrics import FORWARD_ATTACKS
 from unlearn.models import IGNORE_INDEX, build_tiny_model, encode_prompt, encode_qa
 
-ATTACKS = {n: m.attack for n, m in MIA_ATTACKS.items()}
+ATTACKS = {n: m.attack for n, m in FORWARD_ATTACKS.items()}  # computed while scoring
 
 
 def items_of(trained, n=6):

@@ -52,8 +52,9 @@ def test_npo_loss_formula():
 
 
 def test_simnpo_loss_formula():
+    # open-unlearning's form: -(2/beta) log sigmoid(beta * (avgNLL - delta))
     got = simnpo_loss(torch.tensor([-2.0]), beta=4.5, delta=0.5)
-    assert got.item() == pytest.approx(-(2 / 4.5) * log_sigmoid(4.5 * 2.0 - 0.5), rel=1e-6)
+    assert got.item() == pytest.approx(-(2 / 4.5) * log_sigmoid(4.5 * (2.0 - 0.5)), rel=1e-6)
 
 
 def test_dpo_loss_formula():

@@ -403,19 +403,19 @@ def watch_progress(thread: threading.Thread, board: Any, cfg: RunConfig, show: b
     bar.close()
 
 
-def job_main(
+def parse_job_args(
     prog: str,
     doc: str | None,
     argv: list[str] | None,
     *,
     fixed: dict[str, Any] | None = None,
     check: Any = None,
-) -> int:
+) -> tuple[Any, RunConfig]:
     """The command line every training job shares: ``--config FILE [--address A] [--overwrite]
-    key=value ...``; ``fixed`` keys are set by the job itself (a config naming another value is
-    refused), ``check(cfg)`` may refuse the config. Nothing starts before the config is valid."""
+    key=value ...`` parsed into ``(args, checked config)``; ``fixed`` keys are set by the job itself
+    (a config naming another value is refused), ``check(cfg)`` may refuse the config. No side
+    effects: ``unlearn submit`` checks a job's arguments with it before sending them to a cluster."""
     import argparse
-    import json
 
     from unlearn.config import load_config
 
@@ -435,6 +435,22 @@ def job_main(
     cfg = load_config(RunConfig, args.config, overrides, fixed=fixed)
     if check is not None:
         check(cfg)
+    return args, cfg
+
+
+def job_main(
+    prog: str,
+    doc: str | None,
+    argv: list[str] | None,
+    *,
+    fixed: dict[str, Any] | None = None,
+    check: Any = None,
+) -> int:
+    """A training job's main: parse (``parse_job_args``; nothing starts before the config is
+    valid), train, print the run summary."""
+    import json
+
+    args, cfg = parse_job_args(prog, doc, argv, fixed=fixed, check=check)
     try:
         summary = run_training(cfg, address=args.address)
     except ray.train.TrainingFailedError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -29,10 +30,15 @@ import traceback
 def main() -> int:
     """Start the head, serve requests until shutdown."""
     p = argparse.ArgumentParser()
+    p.add_argument("--gcs-port", type=int, required=True)
     p.add_argument("--dashboard-port", type=int, required=True)
     p.add_argument("--head-cpus", type=float, default=0)
     p.add_argument("--system-config", default="{}", help="JSON: Ray system config overrides")
     args = p.parse_args()
+    # replies go to the original stdout; anything Ray prints goes to stderr
+    global _OUT
+    _OUT = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
 
     from ray.cluster_utils import Cluster
 
@@ -42,6 +48,7 @@ def main() -> int:
         connect=False,
         head_node_args={
             "num_cpus": args.head_cpus,
+            "gcs_server_port": args.gcs_port,
             "node_ip_address": "127.0.0.1",
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
@@ -98,10 +105,13 @@ def main() -> int:
     return 0
 
 
+_OUT = sys.stdout
+
+
 def reply(obj: dict) -> None:
-    """One JSON line on stdout."""
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    """One JSON line on the reply channel (the process's original stdout)."""
+    _OUT.write(json.dumps(obj) + "\n")
+    _OUT.flush()
 
 
 if __name__ == "__main__":

@@ -154,6 +154,11 @@ def test_launcher_image_matches_the_pinned_ray_and_installs_this_project():
     assert ".venv" in cfg["rsync_exclude"]
     head_start = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start  # reached through `ray dashboard` (ssh)
+    # token authentication on every node, with the token file every node gets
+    token = next(remote for remote, local in cfg["file_mounts"].items() if "auth_token" in local)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in cfg[key] if "ray start" in c)
+        assert "RAY_AUTH_MODE=token" in start and f"RAY_AUTH_TOKEN_PATH={token}" in start
 
 
 # ---------------------------------------------------------------------------------------------

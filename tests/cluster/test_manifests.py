@@ -289,7 +289,15 @@ def test_rayservice_serve_config_is_a_valid_serve_deploy_config():
     module, _, attr = app.import_path.partition(":")
     assert module == "serve.app" and attr
     assert schema.http_options.host == "0.0.0.0"  # the pod's serve Service must reach it
-    if (ROOT / "serve" / "app.py").exists():
-        import importlib
+    # the app's own checks: its arguments, the guards' user_config, every model guarded
+    import importlib
 
-        assert callable(getattr(importlib.import_module(module), attr))
+    from serve.config import guards_config, parse_serve_config, unbound_models
+
+    assert callable(getattr(importlib.import_module(module), attr))
+    cfg = parse_serve_config(app.args)
+    (ingress,) = [d for d in app.deployments if d.name == "OpenAIIngress"]
+    guards = guards_config(ingress.user_config)
+    assert cfg.models and unbound_models(list(cfg.models), guards) == []
+    assert all(p.startswith("s3://") for p in cfg.models.values())
+    assert cfg.model_num_gpus >= 1  # the GPU group serves the models

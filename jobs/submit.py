@@ -588,7 +588,8 @@ def submit_main(argv: list[str] | None = None) -> int:
         resume = plan.kind.resume_argv(plan.cfg) if plan.kind.resume_argv and attempt > 1 else None
         entrypoint = plan.entrypoint(resume)
         try:
-            client.submit_job(
+            submit_job(
+                client,
                 entrypoint=entrypoint,
                 submission_id=sid,
                 runtime_env=plan.runtime_env,
@@ -607,6 +608,26 @@ def submit_main(argv: list[str] | None = None) -> int:
         note(f"follow it: unlearn jobs logs {sid} --follow --address {url}")
         return 0
     return follow(client, url, sid)
+
+
+# A cluster that just started has no job agent registered yet (HTTP 500 "No available agent");
+# the same request succeeds once the nodes' agents are up.
+AGENT_WAIT_S = float(os.environ.get("UNLEARN_SUBMIT_AGENT_WAIT_S", "120"))
+
+
+def submit_job(client: Any, **kwargs: Any) -> str:
+    """``client.submit_job``, retried while the cluster has no job agent up yet."""
+    deadline = time.time() + AGENT_WAIT_S
+    delay = 1.0
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() + delay > deadline:
+                raise
+            note(f"the cluster has no job agent up yet (it is starting); retrying in {delay:g} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def follow(client: Any, url: str, sid: str) -> int:

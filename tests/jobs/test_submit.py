@@ -296,3 +296,26 @@ def test_sweep_and_eval_and_demo_arguments_are_the_jobs_own(in_checkout, capsys)
     if not (ROOT / "jobs" / "sweep.py").exists():
         assert main(["submit", "sweep", "--config", "x.yaml"]) == 2
         assert "this checkout has no jobs/sweep.py" in capsys.readouterr().err
+
+
+def test_a_cluster_still_starting_is_waited_for(monkeypatch, capsys):
+    """The Job API answers HTTP 500 "No available agent" until a node's agent registers."""
+    monkeypatch.setattr(submit.time, "sleep", lambda s: None)
+
+    class Starting:
+        calls = 0
+
+        def submit_job(self, **kwargs):
+            self.calls += 1
+            if self.calls < 3:
+                raise RuntimeError(
+                    "Request failed with status code 500: No available agent to submit job"
+                )
+            return kwargs["submission_id"]
+
+    client = Starting()
+    assert submit.submit_job(client, submission_id="x", entrypoint="e") == "x"
+    assert client.calls == 3 and "no job agent up yet" in capsys.readouterr().err
+    monkeypatch.setattr(submit, "AGENT_WAIT_S", 0.0)
+    with pytest.raises(RuntimeError, match="No available agent"):
+        submit.submit_job(Starting(), submission_id="x", entrypoint="e")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -53,6 +54,8 @@ def main() -> int:
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": args.dashboard_port,
+            # Ray's fixed default (52365) may be taken by another Ray on this machine
+            "dashboard_agent_listen_port": free_port(),
             "object_store_memory": 100 * 1024 * 1024,
             "_system_config": json.loads(args.system_config),
         },
@@ -79,6 +82,7 @@ def main() -> int:
                     resources=req.get("resources") or {},
                     node_ip_address="127.0.0.1",
                     object_store_memory=100 * 1024 * 1024,
+                    dashboard_agent_listen_port=free_port(),
                 )
                 nodes[node.node_id] = node
                 reply({"ok": True, "node_id": node.node_id, "start_s": round(time.time() - t, 1)})
@@ -106,6 +110,13 @@ def main() -> int:
 
 
 _OUT = sys.stdout
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def reply(obj: dict) -> None:

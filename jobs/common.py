@@ -33,9 +33,10 @@ from unlearn.errors import RunFailedError, describe
 #   of epoch E+1, before reporting it;
 # - the same plus UNLEARN_FAULT_UPLOAD_AFTER_FILES=N: rank 0 exits hard in the middle of uploading
 #   epoch E+1's checkpoint to S3, after N of its files were written there;
-# - UNLEARN_HOLD_AFTER_EPOCH=E, UNLEARN_HOLD_FILE=path: every worker writes path.rank<R> (pid,
-#   node id) at the end of epoch E+1 and waits there until path exists, so that a test can kill a
-#   worker, a node or the driver at a known point of the run.
+# - UNLEARN_HOLD_AFTER_EPOCH=E[,E2...], UNLEARN_HOLD_FILE=path: every worker writes
+#   path.<E>.rank<R> (pid, node id) at the end of epoch E+1 and waits there until path.<E> exists
+#   (for each listed E), so that a test can kill a worker, a node or the driver at known points of
+#   the run.
 FAULT_EPOCH = "UNLEARN_FAULT_AFTER_EPOCH"
 FAULT_MARKER = "UNLEARN_FAULT_MARKER"
 FAULT_UPLOAD = "UNLEARN_FAULT_UPLOAD_AFTER_FILES"
@@ -178,9 +179,12 @@ class RaySession:
         return None
 
     def _maybe_hold(self, epoch: int | None) -> None:
-        hold_epoch, release = os.environ.get(HOLD_EPOCH), os.environ.get(HOLD_FILE)
-        if hold_epoch is None or not release or epoch != int(hold_epoch) + 1:
+        hold_epochs, hold_file = os.environ.get(HOLD_EPOCH), os.environ.get(HOLD_FILE)
+        if not hold_epochs or not hold_file or epoch is None:
             return
+        if epoch - 1 not in {int(e) for e in hold_epochs.split(",")}:
+            return
+        release = f"{hold_file}.{epoch - 1}"
         if os.path.exists(release):
             return
         info = {

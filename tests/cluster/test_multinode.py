@@ -220,22 +220,29 @@ def registered_epochs(out: str) -> list[int]:
     return [r["metrics"].get("epoch") for r in doc.get("checkpoint_results", [])]
 
 
-def hold_env(tmp_path: Path) -> tuple[Path, list[str]]:
-    """Workers wait at the end of epoch 1 until the file exists (jobs/common.py HOLD_*)."""
+def hold_env(tmp_path: Path, *epochs: int) -> tuple[Path, list[str]]:
+    """Workers wait at the end of epoch E+1 until ``release.E`` exists, for each E
+    (jobs/common.py HOLD_*); default: E=0 (after epoch 0's checkpoint, before epoch 1's)."""
     release = tmp_path / "release"
     return release, [
         "--env",
-        "UNLEARN_HOLD_AFTER_EPOCH=0",
+        f"UNLEARN_HOLD_AFTER_EPOCH={','.join(str(e) for e in epochs or (0,))}",
         "--env",
         f"UNLEARN_HOLD_FILE={release}",
     ]
 
 
-def held_ranks(release: Path, world: int = 2) -> list[dict] | None:
-    files = [Path(f"{release}.rank{r}") for r in range(world)]
+def held_ranks(release: Path, epoch: int = 0, world: int = 2) -> list[dict] | None:
+    """What each rank held after epoch ``epoch``'s checkpoint wrote (pid, node), once all are."""
+    files = [Path(f"{release}.{epoch}.rank{r}") for r in range(world)]
     if all(f.exists() for f in files):
         return [json.loads(f.read_text()) for f in files]
     return None
+
+
+def go(release: Path, epoch: int = 0) -> None:
+    """Let the held workers go on."""
+    Path(f"{release}.{epoch}").write_text("go")
 
 
 @pytest.fixture(scope="module")
@@ -310,29 +317,45 @@ def test_resubmitting_finds_the_run_and_other_configs_are_refused(
     assert wrong.returncode == 2 and "error:" in wrong.stderr  # a wrong token is refused
 
 
-def test_a_killed_training_worker_is_restarted_from_the_last_checkpoint(
+def test_a_killed_worker_restarts_and_a_killed_driver_resumes_when_submitted_again(
     cluster, uninterrupted, s3_inputs, tmp_path
 ):
-    out = f"{s3_inputs['bucket']}/runs/worker-killed"
-    release, env = hold_env(tmp_path)
+    """Two faults in one run (each would cost a whole run of its own): a training worker
+    SIGKILLed at the end of epoch 1 -> FailureConfig restarts the group from epoch 0's checkpoint;
+    then the job's driver SIGKILLed at the end of epoch 2 -> the job fails, and the same
+    `unlearn submit` command again is attempt 2, which resumes from epoch 1's checkpoint. The run
+    ends as the uninterrupted one does."""
+    out = f"{s3_inputs['bucket']}/runs/worker-and-driver-killed"
+    release, env = hold_env(tmp_path, 0, 1)
+    args = [*submit_args(s3_inputs, out, "scaling.max_failures=1"), *env, "--address", cluster.url]
     t0 = time.time()
-    r = cluster.unlearn(
-        *submit_args(s3_inputs, out, "scaling.max_failures=1"),
-        *env,
-        "--no-wait",
-        "--address",
-        cluster.url,
-    )
+    r = cluster.unlearn(*args, "--no-wait")
     assert r.returncode == 0, r.stderr
     sid = sid_of(r)
-    ranks = wait_for("both workers at the end of epoch 1", lambda: held_ranks(release))
+    # 1. a worker process dies mid-run
+    ranks = wait_for("both workers at the end of epoch 1", lambda: held_ranks(release, 0))
     wait_for("epoch 0's checkpoint registered", lambda: 0 in registered_epochs(out))
-    os.kill(ranks[1]["pid"], signal.SIGKILL)  # rank 1's process, mid-run
-    release.write_text("go")
-    done = cluster.unlearn("jobs", "logs", sid, "--follow", "--address", cluster.url)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    print(f"worker-kill run: {time.time() - t0:.1f} s")
-    assert resumes(out) == [{"resumed_at_step": 2, "resumed_at_epoch": 1}]
+    os.kill(ranks[1]["pid"], signal.SIGKILL)  # rank 1's process
+    go(release, 0)
+    # 2. the restarted group (new processes) reaches epoch 2; now the driver dies
+    again = wait_for("both workers at the end of epoch 2", lambda: held_ranks(release, 1))
+    assert {x["pid"] for x in again}.isdisjoint({x["pid"] for x in ranks})  # a new worker group
+    wait_for("epoch 1's checkpoint registered", lambda: 1 in registered_epochs(out))
+    assert cluster.job(sid)["status"] == "RUNNING"  # the worker's death did not end the job
+    driver = cluster.job(sid)["driver_info"]
+    os.kill(int(driver["pid"]), signal.SIGKILL)  # the job's driver process
+    wait_for("the job to fail", lambda: cluster.job(sid)["status"] == "FAILED", timeout=120)
+    assert not storage.exists(storage.join(out, "run.json"))
+    go(release, 1)
+    resumed = cluster.unlearn(*args)  # the same command: a new attempt that resumes
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    print(f"worker-kill + driver-kill run: {time.time() - t0:.1f} s")
+    assert sid_of(resumed) == f"{sid}-r2" and "attempt 2: resumes the run in" in resumed.stderr
+    assert "resuming the unfinished run" in resumed.stdout
+    assert resumes(out) == [
+        {"resumed_at_step": 2, "resumed_at_epoch": 1},  # the worker group restarted in the job
+        {"resumed_at_step": 4, "resumed_at_epoch": 2},  # the resubmitted job
+    ]
     assert [x["step"] for x in history(out) if "step" in x] == [1, 2, 3, 4, 5, 6]
     assert_same_result(run_summary(out), out, uninterrupted["summary"], uninterrupted["out"])
 
@@ -360,8 +383,8 @@ def test_a_removed_node_is_waited_for_and_the_run_resumes_on_its_replacement(
     assert lost in cluster.nodes and ranks[0]["node_id"] != lost
     cluster.remove_node(lost)  # raylet, object store, agents and its workers: SIGKILL
     cluster.nodes.remove(lost)
-    release.write_text("go")
-    time.sleep(15)  # no capacity for 2 workers: the job waits, it does not fail
+    go(release)
+    time.sleep(10)  # no capacity for 2 workers: the job waits, it does not fail
     assert cluster.job(sid)["status"] == "RUNNING"
     assert not storage.exists(storage.join(out, "run.json"))
     replacement = cluster.add_node()
@@ -373,32 +396,6 @@ def test_a_removed_node_is_waited_for_and_the_run_resumes_on_its_replacement(
     workers = [a for a in cluster.actors("RayTrainWorker") if a["job_id"] == info["job_id"]]
     assert {lost, replacement} <= {a["node_id"] for a in workers}  # before and after
     assert resumes(out) == [{"resumed_at_step": 2, "resumed_at_epoch": 1}]
-    assert_same_result(run_summary(out), out, uninterrupted["summary"], uninterrupted["out"])
-
-
-def test_a_killed_driver_is_resumed_by_submitting_again(
-    cluster, uninterrupted, s3_inputs, tmp_path
-):
-    out = f"{s3_inputs['bucket']}/runs/driver-killed"
-    release, env = hold_env(tmp_path)
-    args = [*submit_args(s3_inputs, out, "scaling.max_failures=0"), *env, "--address", cluster.url]
-    t0 = time.time()
-    r = cluster.unlearn(*args, "--no-wait")
-    assert r.returncode == 0, r.stderr
-    sid = sid_of(r)
-    wait_for("both workers at the end of epoch 1", lambda: held_ranks(release))
-    wait_for("epoch 0's checkpoint registered", lambda: 0 in registered_epochs(out))
-    driver = cluster.job(sid)["driver_info"]
-    os.kill(int(driver["pid"]), signal.SIGKILL)  # the job's driver process, mid-run
-    wait_for("the job to fail", lambda: cluster.job(sid)["status"] == "FAILED", timeout=120)
-    assert not storage.exists(storage.join(out, "run.json"))
-    release.write_text("go")
-    again = cluster.unlearn(*args)  # the same command: a new attempt that resumes
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
-    print(f"driver-kill run: {time.time() - t0:.1f} s")
-    assert sid_of(again) == f"{sid}-r2" and "attempt 2: resumes the run in" in again.stderr
-    assert resumes(out) == [{"resumed_at_step": 2, "resumed_at_epoch": 1}]
-    assert "resuming the unfinished run" in again.stdout
     assert_same_result(run_summary(out), out, uninterrupted["summary"], uninterrupted["out"])
 
 

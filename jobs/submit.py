@@ -585,7 +585,9 @@ def submit_main(argv: list[str] | None = None) -> int:
     if action == "follow":
         note(f"job {sid} is already running this run ({plan.output}); not submitting another")
     else:
-        resume = plan.kind.resume_argv(plan.cfg) if plan.kind.resume_argv and attempt > 1 else None
+        # a new attempt after a failed one resumes; one after --overwrite starts over
+        retry = attempt > 1 and not overwrite
+        resume = plan.kind.resume_argv(plan.cfg) if plan.kind.resume_argv and retry else None
         entrypoint = plan.entrypoint(resume)
         try:
             submit_job(

@@ -293,9 +293,22 @@ def test_sweep_and_eval_and_demo_arguments_are_the_jobs_own(in_checkout, capsys)
     assert e.output == "s3://b/e"
     d = plan("demo", "--out", "s3://b/demo")
     assert d.entrypoint() == "python -m jobs.demo --out s3://b/demo" and d.output == "s3://b/demo"
-    if not (ROOT / "jobs" / "sweep.py").exists():
-        assert main(["submit", "sweep", "--config", "x.yaml"]) == 2
-        assert "this checkout has no jobs/sweep.py" in capsys.readouterr().err
+    sweep = [
+        "--config",
+        "examples/sweep_tiny.yaml",
+        "out=s3://b/sweep",
+        "run.data.path=s3://b/d",
+        "run.model.path=s3://b/m",
+        "run.model.retain_model=runs/retain",
+    ]
+    s = plan("sweep", *sweep)
+    assert (
+        s.entrypoint() == f"python -m jobs.sweep {' '.join(sweep)}" and s.output == "s3://b/sweep"
+    )
+    assert s.base_id.startswith("unlearn-sweep-")
+    # a new attempt after a failed one is `--resume OUT` (Tune restores the experiment)
+    assert s.entrypoint(s.kind.resume_argv(s.cfg)) == "python -m jobs.sweep --resume s3://b/sweep"
+    assert "run.model.retain_model=" in capsys.readouterr().err  # a local path is named
 
 
 def test_a_cluster_still_starting_is_waited_for(monkeypatch, capsys):

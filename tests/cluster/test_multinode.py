@@ -1,11 +1,11 @@
 """A real multi-node Ray cluster on this machine (a head and worker nodes on 127.0.0.1, each a
 raylet with its own object store and agents; tests/cluster/cluster_daemon.py), jobs submitted
 with `unlearn submit` over HTTP to its Job API (token authentication on), data, model and
-checkpoints on the moto S3 server. Then the faults, each ending within RESUME_RTOL (final forget
-and retain NLL, relative) and 1e-4 (final weights) of the uninterrupted run with the same seed:
-a training worker killed, a worker node removed (the run waits for a replacement and resumes), the
-job driver killed and the job resubmitted, and a model replica of the guarded API (serve/) killed
-under a bounded load.
+checkpoints on the moto S3 server. Then the faults, in one run that must end within RESUME_RTOL
+(final forget and retain NLL, relative) and 1e-4 (final weights) of the uninterrupted run with the
+same seed: a training worker killed, a worker node removed (the run waits for a replacement and
+resumes), the job driver killed and the job resubmitted (each fault in a run of its own would add
+a whole run to CI); and a model replica of the guarded API (serve/) killed under a bounded load.
 
 Nothing here calls Ray in the test process: the cluster lives in its own process group and the
 client is the `unlearn` command in a subprocess, so the session fixture ``ray_local`` (used by
@@ -39,6 +39,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TIMEOUT = 600  # any one job, seconds
+# 4 epochs of 2 steps: the fault run is held after each of epochs 1, 2 and 3 (one fault each)
+EPOCHS = "train.epochs=4"
 
 
 class LocalCluster:
@@ -190,7 +192,7 @@ def submit_args(s3_inputs: dict, out: str, *extra: str) -> list[str]:
         "run",
         "--config",
         "examples/npo_tiny.yaml",
-        *run_overrides(s3_inputs["data"], s3_inputs["model"], out),
+        *run_overrides(s3_inputs["data"], s3_inputs["model"], out, EPOCHS),
         "scaling.cpus_per_worker=1",
         *extra,
     ]
@@ -280,7 +282,7 @@ def test_a_run_submitted_over_http_trains_on_both_nodes(
     single = load_config(
         RunConfig,
         ROOT / "examples" / "npo_tiny.yaml",
-        run_overrides(tiny_data, nano_model_dir, str(tmp_path / "single"))
+        run_overrides(tiny_data, nano_model_dir, str(tmp_path / "single"), EPOCHS)
         + ["backend.kind=torch", "scaling.num_workers=1"],
     )
     run_dir.prepare(single, data_hashes(single, Dataset(tiny_data)))
@@ -290,7 +292,7 @@ def test_a_run_submitted_over_http_trains_on_both_nodes(
     for key in ("forget_nll", "retain_nll"):
         assert summary["loss_after"][key] == pytest.approx(expected[key], rel=1e-4), key
     assert summary["loss_after"]["forget_nll"] > summary["loss_before"]["forget_nll"]  # NPO
-    assert registered_epochs(out)[-1] == 2  # checkpoints on S3, the last epoch's registered
+    assert registered_epochs(out)[-1] == 3  # checkpoints on S3, the last epoch's registered
 
 
 def test_resubmitting_finds_the_run_and_other_configs_are_refused(
@@ -317,85 +319,79 @@ def test_resubmitting_finds_the_run_and_other_configs_are_refused(
     assert wrong.returncode == 2 and "error:" in wrong.stderr  # a wrong token is refused
 
 
-def test_a_killed_worker_restarts_and_a_killed_driver_resumes_when_submitted_again(
+def test_a_run_survives_a_killed_worker_a_removed_node_and_a_killed_driver(
     cluster, uninterrupted, s3_inputs, tmp_path
 ):
-    """Two faults in one run (each would cost a whole run of its own): a training worker
-    SIGKILLed at the end of epoch 1 -> FailureConfig restarts the group from epoch 0's checkpoint;
-    then the job's driver SIGKILLed at the end of epoch 2 -> the job fails, and the same
-    `unlearn submit` command again is attempt 2, which resumes from epoch 1's checkpoint. The run
-    ends as the uninterrupted one does."""
-    out = f"{s3_inputs['bucket']}/runs/worker-and-driver-killed"
-    release, env = hold_env(tmp_path, 0, 1)
-    args = [*submit_args(s3_inputs, out, "scaling.max_failures=1"), *env, "--address", cluster.url]
+    """Three faults in one run, each at a known point (each would otherwise cost a whole run):
+
+    1. end of epoch 1: a training worker SIGKILLed -> FailureConfig restarts the worker group from
+       epoch 0's checkpoint, within the job;
+    2. end of epoch 2: the node of a worker removed (raylet, object store, agents: SIGKILL) ->
+       with a fixed world size (scaling.num_workers=2) and 1 CPU left the group waits, the job
+       does not fail; a replacement node joins and the group resumes from epoch 1's checkpoint;
+    3. end of epoch 3: the job's driver SIGKILLed -> the job fails; the same `unlearn submit`
+       command again is attempt 2, which resumes from epoch 2's checkpoint.
+
+    The run ends as the uninterrupted one does (NLLs within RESUME_RTOL, weights within 1e-4)."""
+    out = f"{s3_inputs['bucket']}/runs/three-faults"
+    release, env = hold_env(tmp_path, 0, 1, 2)
+    args = [*submit_args(s3_inputs, out, "scaling.max_failures=2"), *env, "--address", cluster.url]
     t0 = time.time()
     r = cluster.unlearn(*args, "--no-wait")
     assert r.returncode == 0, r.stderr
     sid = sid_of(r)
-    # 1. a worker process dies mid-run
-    ranks = wait_for("both workers at the end of epoch 1", lambda: held_ranks(release, 0))
+
+    # 1. a worker process dies
+    first = wait_for("both workers at the end of epoch 1", lambda: held_ranks(release, 0))
+    job_id = cluster.job(sid)["job_id"]  # set once the driver runs
     wait_for("epoch 0's checkpoint registered", lambda: 0 in registered_epochs(out))
-    os.kill(ranks[1]["pid"], signal.SIGKILL)  # rank 1's process
+    os.kill(first[1]["pid"], signal.SIGKILL)  # rank 1's process
     go(release, 0)
-    # 2. the restarted group (new processes) reaches epoch 2; now the driver dies
-    again = wait_for("both workers at the end of epoch 2", lambda: held_ranks(release, 1))
-    assert {x["pid"] for x in again}.isdisjoint({x["pid"] for x in ranks})  # a new worker group
+    second = wait_for("both workers at the end of epoch 2", lambda: held_ranks(release, 1))
+    assert {x["pid"] for x in second}.isdisjoint({x["pid"] for x in first})  # a new group
+    assert cluster.job(sid)["status"] == "RUNNING"  # within the job
+    t1 = time.time()
+    print(f"fault 1 (worker killed) recovered: {t1 - t0:.1f} s")
+
+    # 2. a whole node goes
     wait_for("epoch 1's checkpoint registered", lambda: 1 in registered_epochs(out))
-    assert cluster.job(sid)["status"] == "RUNNING"  # the worker's death did not end the job
-    driver = cluster.job(sid)["driver_info"]
-    os.kill(int(driver["pid"]), signal.SIGKILL)  # the job's driver process
-    wait_for("the job to fail", lambda: cluster.job(sid)["status"] == "FAILED", timeout=120)
-    assert not storage.exists(storage.join(out, "run.json"))
-    go(release, 1)
-    resumed = cluster.unlearn(*args)  # the same command: a new attempt that resumes
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
-    print(f"worker-kill + driver-kill run: {time.time() - t0:.1f} s")
-    assert sid_of(resumed) == f"{sid}-r2" and "attempt 2: resumes the run in" in resumed.stderr
-    assert "resuming the unfinished run" in resumed.stdout
-    assert resumes(out) == [
-        {"resumed_at_step": 2, "resumed_at_epoch": 1},  # the worker group restarted in the job
-        {"resumed_at_step": 4, "resumed_at_epoch": 2},  # the resubmitted job
-    ]
-    assert [x["step"] for x in history(out) if "step" in x] == [1, 2, 3, 4, 5, 6]
-    assert_same_result(run_summary(out), out, uninterrupted["summary"], uninterrupted["out"])
-
-
-def test_a_removed_node_is_waited_for_and_the_run_resumes_on_its_replacement(
-    cluster, uninterrupted, s3_inputs, tmp_path
-):
-    """Fixed world size (scaling.num_workers=2): losing a node leaves 1 CPU, so the restarted
-    worker group waits until a replacement node joins, then resumes from the last checkpoint."""
-    out = f"{s3_inputs['bucket']}/runs/node-removed"
-    release, env = hold_env(tmp_path)
-    t0 = time.time()
-    r = cluster.unlearn(
-        *submit_args(s3_inputs, out, "scaling.max_failures=2"),
-        *env,
-        "--no-wait",
-        "--address",
-        cluster.url,
-    )
-    assert r.returncode == 0, r.stderr
-    sid = sid_of(r)
-    ranks = wait_for("both workers at the end of epoch 1", lambda: held_ranks(release))
-    wait_for("epoch 0's checkpoint registered", lambda: 0 in registered_epochs(out))
-    lost = ranks[1]["node_id"]
-    assert lost in cluster.nodes and ranks[0]["node_id"] != lost
-    cluster.remove_node(lost)  # raylet, object store, agents and its workers: SIGKILL
+    lost = second[1]["node_id"]
+    assert lost in cluster.nodes and second[0]["node_id"] != lost
+    cluster.remove_node(lost)
     cluster.nodes.remove(lost)
-    go(release)
+    go(release, 1)
     time.sleep(10)  # no capacity for 2 workers: the job waits, it does not fail
     assert cluster.job(sid)["status"] == "RUNNING"
-    assert not storage.exists(storage.join(out, "run.json"))
+    assert held_ranks(release, 2) is None  # and nothing trained on in the meantime
     replacement = cluster.add_node()
     cluster.nodes.append(replacement)
-    done = cluster.unlearn("jobs", "logs", sid, "--follow", "--address", cluster.url)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    print(f"node-removal run: {time.time() - t0:.1f} s")
-    info = cluster.job(sid)
-    workers = [a for a in cluster.actors("RayTrainWorker") if a["job_id"] == info["job_id"]]
-    assert {lost, replacement} <= {a["node_id"] for a in workers}  # before and after
-    assert resumes(out) == [{"resumed_at_step": 2, "resumed_at_epoch": 1}]
+    third = wait_for("both workers at the end of epoch 3", lambda: held_ranks(release, 2))
+    assert replacement in {x["node_id"] for x in third}
+    t2 = time.time()
+    print(f"fault 2 (node removed, replaced) recovered: {t2 - t1:.1f} s")
+
+    # 3. the driver dies; the job is submitted again
+    wait_for("epoch 2's checkpoint registered", lambda: 2 in registered_epochs(out))
+    driver = cluster.job(sid)["driver_info"]
+    os.kill(int(driver["pid"]), signal.SIGKILL)
+    wait_for("the job to fail", lambda: cluster.job(sid)["status"] == "FAILED", timeout=120)
+    assert not storage.exists(storage.join(out, "run.json"))
+    go(release, 2)
+    resumed = cluster.unlearn(*args)  # the same command: a new attempt that resumes
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    print(f"fault 3 (driver killed, resubmitted) recovered: {time.time() - t2:.1f} s")
+    print(f"three-fault run: {time.time() - t0:.1f} s")
+    assert sid_of(resumed) == f"{sid}-r2" and "attempt 2: resumes the run in" in resumed.stderr
+    assert "resuming the unfinished run" in resumed.stdout
+
+    workers = [a for a in cluster.actors("RayTrainWorker") if a["job_id"] == job_id]
+    assert {lost, replacement} <= {a["node_id"] for a in workers}  # before and after the loss
+    assert resumes(out) == [
+        {"resumed_at_step": 2, "resumed_at_epoch": 1},  # the group restarted after the worker
+        {"resumed_at_step": 4, "resumed_at_epoch": 2},  # ... on the replacement node
+        {"resumed_at_step": 6, "resumed_at_epoch": 3},  # the resubmitted job
+    ]
+    assert [x["step"] for x in history(out) if "step" in x] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert_same_result(run_summary(out), out, uninterrupted["summary"], uninterrupted["out"])
 
 

@@ -4,7 +4,8 @@
 Library command groups (``data``, ``model``, ``guard``, ``serve``) are modules of this package, each with
 ``register(subparsers)`` adding commands whose ``func(args) -> int`` does the work. Job commands
 (``finetune``, ``run``, ``eval``, ``demo``, ``sweep``) hand their arguments to the job module's own
-``main(argv)``, so ``unlearn eval ...`` and ``python -m jobs.eval ...`` accept the same arguments.
+``main(argv)``, so ``unlearn eval ...`` and ``python -m jobs.eval ...`` accept the same arguments;
+``submit`` and ``jobs`` (``jobs/submit.py``) send those jobs to a Ray cluster and manage them.
 Heavy imports (torch, transformers, Ray) happen inside the commands: ``unlearn --help`` stays fast.
 """
 
@@ -49,6 +50,18 @@ def _sweep(argv: list[str]) -> int:
     return sweep.main(argv)
 
 
+def _submit(argv: list[str]) -> int:
+    from jobs import submit
+
+    return submit.submit_main(argv)
+
+
+def _jobs(argv: list[str]) -> int:
+    from jobs import submit
+
+    return submit.jobs_main(argv)
+
+
 # command -> (the job's main, one line of help); each job parses its own arguments
 JOBS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "finetune": (_finetune, "fine-tune a model on Ray Train (target or retain-only model)"),
@@ -56,6 +69,8 @@ JOBS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "eval": (_eval, "evaluate a model (forget quality, model utility, MIA, ...) on Ray"),
     "demo": (_demo, "synthetic data -> tiny model -> NPO vs GA -> evaluation verdict"),
     "sweep": (_sweep, "Ray Tune sweep of unlearning runs: Pareto front of forgetting vs utility"),
+    "submit": (_submit, "submit a job (finetune, run, eval, sweep, demo) to a Ray cluster"),
+    "jobs": (_jobs, "jobs on a Ray cluster: list, status, logs, stop"),
 }
 
 

@@ -6,6 +6,7 @@ The per-worker work is ``unlearn.engine.loop.train``; this file only adapts it t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 import ray.train
 import torch
@@ -26,10 +28,27 @@ from unlearn.engine.inputs import check_run
 from unlearn.engine.loop import train
 from unlearn.errors import RunFailedError, describe
 
-# Test hook for resilience: with UNLEARN_FAULT_AFTER_EPOCH=E and UNLEARN_FAULT_MARKER=path, the
-# last worker exits hard at the end of epoch E+1 (before reporting it), once per marker file.
+# Test hooks for resilience, inert unless their variables are set (once per marker file):
+# - UNLEARN_FAULT_AFTER_EPOCH=E, UNLEARN_FAULT_MARKER=path: the last worker exits hard at the end
+#   of epoch E+1, before reporting it;
+# - the same plus UNLEARN_FAULT_UPLOAD_AFTER_FILES=N: rank 0 exits hard in the middle of uploading
+#   epoch E+1's checkpoint to S3, after N of its files were written there;
+# - UNLEARN_HOLD_AFTER_EPOCH=E[,E2...], UNLEARN_HOLD_FILE=path: every worker writes
+#   path.<E>.rank<R> (pid, node id) at the end of epoch E+1 and waits there until path.<E> exists
+#   (for each listed E), so that a test can kill a worker, a node or the driver at known points of
+#   the run.
 FAULT_EPOCH = "UNLEARN_FAULT_AFTER_EPOCH"
 FAULT_MARKER = "UNLEARN_FAULT_MARKER"
+FAULT_UPLOAD = "UNLEARN_FAULT_UPLOAD_AFTER_FILES"
+HOLD_EPOCH = "UNLEARN_HOLD_AFTER_EPOCH"
+HOLD_FILE = "UNLEARN_HOLD_FILE"
+
+# Every rank adds its completion manifest to the checkpoint it reports: the files it wrote and
+# their sizes. Ray Train merges all ranks' files into one checkpoint directory in storage; a
+# checkpoint is complete when the manifests of ranks 0..W-1 are there and every file they list is
+# there with its size. Resume takes the newest complete one (an interrupted upload, a lost object,
+# a rank that died while uploading all leave an incomplete one behind, which is skipped).
+MANIFEST_GLOB = ".unlearn-rank-*-of-*.json"
 
 
 def init_ray(
@@ -123,14 +142,20 @@ class RaySession:
         self.board = board
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
-        """ray.train.report (a barrier: every rank calls it once per epoch)."""
-        self._maybe_fault(metrics.get("epoch"))
-        checkpoint = (
-            ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        )
+        """ray.train.report (a barrier: every rank calls it once per epoch), the checkpoint with
+        this rank's completion manifest."""
+        epoch = metrics.get("epoch")
+        self._maybe_hold(epoch)
+        upload_fault = self._maybe_fault(epoch)
+        checkpoint = None
+        if checkpoint_dir:
+            write_manifest(Path(checkpoint_dir), self.rank, self.world_size, metrics)
+            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+            if upload_fault is not None:
+                _UPLOAD_FAULT.update(upload_fault)
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    def _maybe_fault(self, epoch: int | None) -> None:
+    def _maybe_fault(self, epoch: int | None) -> dict[str, Any] | None:
         # Dies one epoch after the named one, so that epoch's checkpoint is surely registered and
         # the work of the epoch in flight is lost, as in a real crash.
         fault_epoch, marker = os.environ.get(FAULT_EPOCH), os.environ.get(FAULT_MARKER)
@@ -140,29 +165,162 @@ class RaySession:
             or epoch != int(fault_epoch) + 1
             or os.path.exists(marker)
         ):
-            return
-        if self.rank == self.world_size - 1:
+            return None
+        upload = os.environ.get(FAULT_UPLOAD)
+        if self.rank == (0 if upload else self.world_size - 1):
             # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s):
             # a checkpoint reported just before a crash is not registered yet. Real epochs last
             # far longer; these test epochs last 0.1 s, so wait for the poll first.
             time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
+            if upload:
+                return {"left": int(upload), "marker": marker}
             Path(marker).write_text("fault injected\n")
             os._exit(1)
+        return None
+
+    def _maybe_hold(self, epoch: int | None) -> None:
+        hold_epochs, hold_file = os.environ.get(HOLD_EPOCH), os.environ.get(HOLD_FILE)
+        if not hold_epochs or not hold_file or epoch is None:
+            return
+        if epoch - 1 not in {int(e) for e in hold_epochs.split(",")}:
+            return
+        release = f"{hold_file}.{epoch - 1}"
+        if os.path.exists(release):
+            return
+        info = {
+            "rank": self.rank,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+        Path(f"{release}.rank{self.rank}").write_text(json.dumps(info))
+        while not os.path.exists(release):
+            time.sleep(0.2)
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        """The restored checkpoint's directory, if Ray Train restored one."""
+        """The newest complete checkpoint's directory: the one Ray Train restored, else (when
+        that one is incomplete) the newest complete one before it in storage; None if none."""
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
             yield None
             return
-        with ckpt.as_directory() as d:
-            yield Path(d)
+        for candidate in [ckpt, *older_checkpoints(ckpt)]:
+            with candidate.as_directory() as d:
+                problem = checkpoint_problem(Path(d))
+                if problem is None:
+                    if candidate is not ckpt and self.rank == 0:
+                        print(f"resuming from the older complete checkpoint {candidate.path}")
+                    yield Path(d)
+                    return
+            if self.rank == 0:
+                print(f"warning: ignoring incomplete checkpoint {candidate.path}: {problem}")
+        if self.rank == 0:
+            print("warning: no complete checkpoint in storage; the run starts over")
+        yield None
 
     def progress(self, info: dict[str, Any]) -> None:
         """Send the record to the driver's board (fire and forget)."""
         if self.board is not None:
             self.board.update.remote(info)
+
+
+def write_manifest(directory: Path, rank: int, world_size: int, metrics: dict[str, Any]) -> Path:
+    """This rank's completion manifest in its checkpoint directory: its files and their sizes."""
+    files = {
+        p.relative_to(directory).as_posix(): p.stat().st_size
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.match(MANIFEST_GLOB)
+    }
+    doc = {
+        "rank": rank,
+        "world_size": world_size,
+        "epoch": metrics.get("epoch"),
+        "step": metrics.get("step"),
+        "files": files,
+    }
+    path = directory / f".unlearn-rank-{rank:05d}-of-{world_size:05d}.json"
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    return path
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why a checkpoint directory is incomplete (None when every rank's manifest and every file
+    it lists are there, with their sizes)."""
+    manifests = sorted(directory.glob(MANIFEST_GLOB))
+    if not manifests:
+        return f"no completion manifest ({MANIFEST_GLOB})"
+    docs = []
+    for m in manifests:
+        try:
+            docs.append(json.loads(m.read_text()))
+        except ValueError:
+            return f"{m.name} is not valid JSON"
+    sizes = {d.get("world_size") for d in docs}
+    epochs = {d.get("epoch") for d in docs}
+    if len(sizes) != 1 or len(epochs) != 1:
+        return f"manifests of different runs (world sizes {sizes}, epochs {epochs})"
+    (world,) = sizes
+    missing = sorted(set(range(world)) - {d.get("rank") for d in docs})
+    if missing:
+        return f"rank(s) {missing} of {world} never finished writing it"
+    for d in docs:
+        for rel, size in d["files"].items():
+            f = directory / rel
+            if not f.is_file():
+                return f"{rel} (rank {d['rank']}) is missing"
+            if f.stat().st_size != size:
+                return f"{rel} (rank {d['rank']}) has {f.stat().st_size} bytes, {size} expected"
+    return None
+
+
+def older_checkpoints(ckpt: Any) -> list[Any]:
+    """The checkpoints stored before ``ckpt`` in its run's storage, newest first."""
+    import posixpath
+
+    parent, name = posixpath.split(ckpt.path.rstrip("/"))
+    try:
+        infos = ckpt.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    except (OSError, FileNotFoundError):
+        return []
+    names = sorted(
+        (
+            i.base_name
+            for i in infos
+            if i.type == pyarrow.fs.FileType.Directory
+            and i.base_name.startswith("checkpoint_")
+            and i.base_name < name
+        ),
+        reverse=True,
+    )
+    return [ray.train.Checkpoint(posixpath.join(parent, n), ckpt.filesystem) for n in names]
+
+
+# rank 0's armed upload fault (UNLEARN_FAULT_UPLOAD_AFTER_FILES), read by _FaultyUploads
+_UPLOAD_FAULT: dict[str, Any] = {}
+
+
+def _upload_tick(path: str) -> None:
+    if not _UPLOAD_FAULT or "/checkpoint_" not in path:
+        return
+    if _UPLOAD_FAULT["left"] <= 0:
+        Path(_UPLOAD_FAULT["marker"]).write_text(f"upload interrupted before {path}\n")
+        os._exit(1)
+    _UPLOAD_FAULT["left"] -= 1
+
+
+class FaultyUploads(pyarrow.fs.FSSpecHandler):
+    """pyarrow's fsspec handler that counts the files written under a checkpoint and dies
+    midway once the upload fault is armed (test hook; used only when FAULT_UPLOAD is set)."""
+
+    def open_output_stream(self, path: str, metadata: Any) -> Any:
+        """Count, maybe die, then open as usual."""
+        _upload_tick(path)
+        return super().open_output_stream(path, metadata)
+
+
+def _storage_handler(fs: Any) -> pyarrow.fs.FSSpecHandler:
+    handler = FaultyUploads if os.environ.get(FAULT_UPLOAD) else pyarrow.fs.FSSpecHandler
+    return handler(fs)
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -239,7 +397,7 @@ def storage_for(cfg: RunConfig) -> tuple[str, Any]:
         # the filesystem is pickled to Ray Train's controller actor
         options = carried_storage_options(cfg.output.storage_options)
         fs, inner = storage.filesystem(location, options)
-        return inner, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+        return inner, pyarrow.fs.PyFileSystem(_storage_handler(fs))
     return str(Path(location).resolve()), None
 
 
@@ -403,19 +561,19 @@ def watch_progress(thread: threading.Thread, board: Any, cfg: RunConfig, show: b
     bar.close()
 
 
-def job_main(
+def parse_job_args(
     prog: str,
     doc: str | None,
     argv: list[str] | None,
     *,
     fixed: dict[str, Any] | None = None,
     check: Any = None,
-) -> int:
+) -> tuple[Any, RunConfig]:
     """The command line every training job shares: ``--config FILE [--address A] [--overwrite]
-    key=value ...``; ``fixed`` keys are set by the job itself (a config naming another value is
-    refused), ``check(cfg)`` may refuse the config. Nothing starts before the config is valid."""
+    key=value ...`` parsed into ``(args, checked config)``; ``fixed`` keys are set by the job itself
+    (a config naming another value is refused), ``check(cfg)`` may refuse the config. No side
+    effects: ``unlearn submit`` checks a job's arguments with it before sending them to a cluster."""
     import argparse
-    import json
 
     from unlearn.config import load_config
 
@@ -435,6 +593,20 @@ def job_main(
     cfg = load_config(RunConfig, args.config, overrides, fixed=fixed)
     if check is not None:
         check(cfg)
+    return args, cfg
+
+
+def job_main(
+    prog: str,
+    doc: str | None,
+    argv: list[str] | None,
+    *,
+    fixed: dict[str, Any] | None = None,
+    check: Any = None,
+) -> int:
+    """A training job's main: parse (``parse_job_args``; nothing starts before the config is
+    valid), train, print the run summary."""
+    args, cfg = parse_job_args(prog, doc, argv, fixed=fixed, check=check)
     try:
         summary = run_training(cfg, address=args.address)
     except ray.train.TrainingFailedError as exc:

@@ -10,12 +10,15 @@ import sys
 
 from unlearn.errors import run_command
 
+# the fine-tuning job sets these itself (a config naming another value is refused)
+FIXED = {"method.name": "finetune"}
+
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``--config FILE key=value ...`` and run the fine-tuning job."""
     from jobs.common import job_main
 
-    return job_main("jobs.finetune", __doc__, argv, fixed={"method.name": "finetune"})
+    return job_main("jobs.finetune", __doc__, argv, fixed=FIXED)
 
 
 if __name__ == "__main__":

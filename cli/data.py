@@ -87,11 +87,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         from unlearn.data.tofu import import_tofu, tofu_rows_per_entity
 
-        rows = args.rows_per_entity or tofu_rows_per_entity(args.src)
+        rows = args.rows_per_entity
+        if rows is None:
+            rows = tofu_rows_per_entity(args.src)
         splits, pairs = import_tofu(args.src, rows_per_entity=rows)
         params = {"src": str(args.src), "rows_per_entity": rows}
         print(
-            f"{rows} consecutive rows per author" + ("" if args.rows_per_entity else " (derived)")
+            f"{rows} consecutive rows per author"
+            + ("" if args.rows_per_entity is not None else " (derived)")
         )
     info = write_dataset(
         args.out,

@@ -425,6 +425,8 @@ ROWS: dict[str, tuple[Callable[[World], list[str]], str]] = {
             "tofu",
             "--out",
             str(w.box / "d"),
+            "--rows-per-entity",  # FULL's two rows name no author: say how many rows each has
+            "1",
         ],
         "row is not in full.json",
     ),

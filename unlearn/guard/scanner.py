@@ -36,6 +36,7 @@ from unlearn.guard.normalize import (
     NUMBER_WORDS,
     STOPWORDS,
     blob_numbers,
+    derived_numbers,
     skeleton,
     stem,
     value_keys,
@@ -318,6 +319,8 @@ class Scanner:
         sent.stems.update(stems)
         keys = {"w:" + s for t, s in zip(toks, stems) if is_value_word(t)}
         keys |= value_keys(toks, text)
+        if text:
+            keys |= derived_numbers(text)
         sent.keys |= keys
         self._free(stems, keys)
         if grams:

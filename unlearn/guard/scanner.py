@@ -132,16 +132,32 @@ class _View:
 
 CATAPHORA = 1  # sentences before a name that are about it ("Born in 1956. That is X.")
 CARRY = 1  # sentences after a name that are about it without a pronoun
-PRONOUN_CARRY = 5  # ... with a personal pronoun
-MULTI_WINDOW = 4  # facts of one entity count together (``multi``) within this many sentences
+PRONOUN_CARRY = 6  # ... with a pronoun (across up to PRONOUN_BREAKS paragraphs, or turns)
+PRONOUN_BREAKS = 3
+MULTI_WINDOW = 6  # facts of one entity count together (``multi``) within this many sentences
 PARA_GAP = 2  # ... where a paragraph break counts as this many more
 _PRONOUNS = frozenset(
     "he she they his her hers him their theirs them himself herself themselves".split()
 )
 
 
+_DEMONSTRATIVES = frozenset({"this", "that", "said"})
+_NOT_REFERENTS = frozenset(
+    "year years month week weekend day days time season summer winter spring autumn fall morning "
+    "evening night issue term way one is was".split()
+)
+
+
 def _has_pronoun(toks: list[str]) -> bool:
-    return not _PRONOUNS.isdisjoint(toks)
+    """A personal pronoun, or a demonstrative before a noun ("this person", "that author")."""
+    if not _PRONOUNS.isdisjoint(toks):
+        return True
+    if _DEMONSTRATIVES.isdisjoint(toks):
+        return False
+    return any(
+        a in _DEMONSTRATIVES and b.isalpha() and b not in STOPWORDS and b not in _NOT_REFERENTS
+        for a, b in zip(toks, toks[1:])
+    )
 
 
 def _descriptors(toks: list[str]) -> set[tuple[str, str]]:
@@ -547,8 +563,10 @@ class Scanner:
         for i in range(len(mentions) - 1, -1, -1):
             if mentions[i]:
                 following, next_at = mentions[i], i
-            elif following and next_at - i <= CATAPHORA and breaks[next_at] == breaks[i]:
-                about[i] = following
+            elif following and next_at - i <= CATAPHORA:
+                crossed = breaks[next_at] - breaks[i]
+                if not crossed or (crossed == 1 and _has_pronoun(self.sentences[i].toks)):
+                    about[i] = following
         topic: set[int] = set(self.seed)
         topic_at = -1 if self.seed else -(10**9)
         seed_topic = bool(self.seed)
@@ -566,7 +584,7 @@ class Scanner:
                 if (
                     seed_topic
                     or (gap <= CARRY and not crossed)
-                    or (gap <= PRONOUN_CARRY and crossed <= 1 and _has_pronoun(toks))
+                    or (gap <= PRONOUN_CARRY and crossed <= PRONOUN_BREAKS and _has_pronoun(toks))
                 ):
                     about[i] = about[i] | topic
                 elif phrases:

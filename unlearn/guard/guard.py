@@ -269,6 +269,7 @@ def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
 
 # -- decision -------------------------------------------------------------------------------------
 
+
 def _closest(facts: list[int], pos: dict[int, set[int]], index: GuardIndex) -> list[int]:
     """The largest group of ``facts`` whose values lie within ``MULTI_WINDOW`` sentences of one
     another (facts found by coverage alone have no position and join every group): in a long
@@ -285,6 +286,7 @@ def _closest(facts: list[int], pos: dict[int, set[int]], index: GuardIndex) -> l
         if rows > best_rows:
             best, best_rows = group, rows
     return best + loose
+
 
 def features(
     ev: Evidence, index: GuardIndex, config: GuardConfig

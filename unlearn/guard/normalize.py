@@ -982,8 +982,7 @@ _PHRASE_OP = re.compile(
 )
 _RELATIVE = re.compile(
     r"\b(?:" + _NUM + r"|an?|one)\s+(years?|decades?|centur(?:y|ies))\s+"
-    r"(before|after|prior to|earlier than|later than|past)\s+(?:the\s+year\s+)?"
-    + _NUM
+    r"(before|after|prior to|earlier than|later than|past)\s+(?:the\s+year\s+)?" + _NUM
 )
 _YEAR_AROUND = re.compile(
     r"\b(?:the\s+)?(year|decade)\s+(before|after|preceding|following)\s+(?:the\s+year\s+)?" + _NUM

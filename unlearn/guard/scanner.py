@@ -97,7 +97,9 @@ class Evidence:
                     mine[k] = v
         # another chunk's sentences are never close to this one's (chunks overlap: facts close
         # together share a chunk)
-        shift = 1 + max((max(p) for p in self.free_pos.values() if p), default=0) + 10 * MULTI_WINDOW
+        shift = (
+            1 + max((max(p) for p in self.free_pos.values() if p), default=0) + 10 * MULTI_WINDOW
+        )
         for f, pos in other.free_pos.items():
             self.free_pos.setdefault(f, set()).update(p + shift for p in pos)
         if other.alone[0] - other.alone[2] > self.alone[0] - self.alone[2]:
@@ -127,7 +129,6 @@ class _View:
         self.grams: dict[int, list[int]] = defaultdict(list)  # 3-gram hash -> end positions
         self.stems: list[str] = []  # the n-gram stream (names removed), for payload checks
         self.pos = 0  # stems already hashed into n-grams
-
 
 
 CATAPHORA = 1  # sentences before a name that are about it ("Born in 1956. That is X.")
@@ -175,6 +176,7 @@ def _descriptors(toks: list[str]) -> set[tuple[str, str]]:
         ):
             out.add((a, b))
     return out
+
 
 class _Sentence:
     """What one sentence holds, over all views."""

@@ -116,6 +116,11 @@ def error_decision() -> Decision:
 
 
 # -- conversation handling ----------------------------------------------------------------------
+# messages of a conversation are joined by a blank line holding U+2029 (PARAGRAPH SEPARATOR):
+# sentences, tokens and views see a blank line; attribution tells a turn from a paragraph
+TURN = "\n\u2029\n"
+
+
 def conversation_text(content: Any) -> str:
     """The whole conversation as one text: a string, a message list, or {"messages"|"text": ...}."""
     if isinstance(content, bytes):
@@ -146,7 +151,7 @@ def conversation_text(content: Any) -> str:
             if not isinstance(body, str):
                 raise TypeError(f"message {i}: content must be text, got {type(body).__name__}")
             parts.append(body)
-        return "\n\n".join(parts)
+        return TURN.join(parts)
     raise TypeError(f"cannot check a {type(content).__name__}: pass text or a message list")
 
 
@@ -184,8 +189,8 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
     ri = li = 0
     prev = 0
     for a, b, question, closed in split_sentences(folded):
-        if folded.count("\n", prev, a) >= 2:
-            scanner.paragraph()  # a blank line before it
+        if folded.count("\n", prev, a) >= 2 and "\u2029" not in folded[prev:a]:
+            scanner.paragraph()  # a blank line before it (not a turn of a conversation)
         prev = b
         seg = folded[a:b]
         # capitalization is only looked at when a partial name is found (computed then)

@@ -136,6 +136,8 @@ CARRY = 1  # sentences after a name that are about it without a pronoun
 PRONOUN_CARRY = 6  # ... with a pronoun (across up to PRONOUN_BREAKS paragraphs, or turns)
 PRONOUN_BREAKS = 3
 MULTI_WINDOW = 6  # facts of one entity count together (``multi``) within this many sentences
+LONG_TEXT = 10  # sentences (with a word) or LONG_PARAGRAPHS paragraph breaks (not turns of a
+LONG_PARAGRAPHS = 3  # conversation): past either the bounds above apply
 PARA_GAP = 2  # ... where a paragraph break counts as this many more
 _PRONOUNS = frozenset(
     "he she they his her hers him their theirs them himself herself themselves".split()
@@ -555,19 +557,31 @@ class Scanner:
         about: list[set[int]] = [set() for _ in self.sentences]
         sents = self.sentences
         # paragraph breaks before each sentence, counted from the start
+        # and each sentence's place counting only sentences with a word ("2." numbering a list
+        # is no distance)
         breaks = [0] * len(sents)
-        n_breaks = 0
+        place = [0] * len(sents)
+        n_breaks = n_place = 0
         for i, s in enumerate(sents):
             n_breaks += s.para
             breaks[i] = n_breaks
+            n_place += any(t.isalpha() for t in s.toks) or not s.toks
+            place[i] = n_place
+        # a short text (a question, a conversation of a few turns) is about one subject: the
+        # bounds apply to long texts only, where unrelated paragraphs are nobody's
+        unbounded = n_place <= LONG_TEXT and n_breaks < LONG_PARAGRAPHS
         following: set[int] = set()
         next_at = 0
         for i in range(len(mentions) - 1, -1, -1):
             if mentions[i]:
                 following, next_at = mentions[i], i
-            elif following and next_at - i <= CATAPHORA:
+            elif following and (unbounded or place[next_at] - place[i] <= CATAPHORA):
                 crossed = breaks[next_at] - breaks[i]
-                if not crossed or (crossed == 1 and _has_pronoun(self.sentences[i].toks)):
+                if (
+                    unbounded
+                    or not crossed
+                    or (crossed == 1 and _has_pronoun(self.sentences[i].toks))
+                ):
                     about[i] = following
         topic: set[int] = set(self.seed)
         topic_at = -1 if self.seed else -(10**9)
@@ -580,11 +594,12 @@ class Scanner:
                 for bg in _descriptors(self.sentences[i].toks):
                     phrases.setdefault(bg, set()).update(m)
             elif topic:
-                gap = i - topic_at
+                gap = place[i] - place[topic_at] if topic_at >= 0 else i - topic_at
                 toks = sents[i].toks
                 crossed = breaks[i] - breaks[topic_at] if topic_at >= 0 else 0
                 if (
-                    seed_topic
+                    unbounded
+                    or seed_topic
                     or (gap <= CARRY and not crossed)
                     or (gap <= PRONOUN_CARRY and crossed <= PRONOUN_BREAKS and _has_pronoun(toks))
                 ):
@@ -664,6 +679,8 @@ class Scanner:
         for f in self.free_hot:  # exact coverage (the postings skip words too common to index)
             ev.free_cov[f] = self._coverage(f, self.seen, set(), [])
         ev.free_val, ev.free_pos = self._free_values()
+        if unbounded:
+            ev.free_pos = {}  # ``multi`` counts facts anywhere in a short text
         seen = self.seen
         for f in self.gram_facts:
             if not any(s in seen for s in ix.payload[f]):

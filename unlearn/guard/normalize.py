@@ -995,7 +995,8 @@ _LITERAL = re.compile(r"\b0(?:x([0-9a-f]{1,6})|o([0-7]{1,8})|b([01]{4,16}))\b")
 _DERIVE_GATE = re.compile(r"\d\s*[+*/\u00d7\u00f7x\-]\s*\d|\b0[xob][0-9a-f]|\b[mdclxvi]{3,}\b")
 _DERIVE_WORDS = re.compile(
     r"\b(?:plus|minus|less|times|multiplied|divided|added|sum|total|product|difference|quotient"
-    r"|before|after|prior|earlier|later|past|preceding|following)\b"
+    r"|(?:years?|decades?|centur(?:y|ies))\s+(?:before|after|prior|earlier|later|past|preceding"
+    r"|following))\b"
 )
 _ANY_NUMBER = re.compile(r"\d|\b(?:" + "|".join(c for c in _CARDINALS if c != "and") + r")")
 _UNIT_YEARS = {"year": 1, "years": 1, "decade": 10, "decades": 10, "century": 100}

@@ -678,9 +678,8 @@ class Scanner:
                 ev.ent_lsn[f] = self._lsn(f) if cov > 0 else 0
         for f in self.free_hot:  # exact coverage (the postings skip words too common to index)
             ev.free_cov[f] = self._coverage(f, self.seen, set(), [])
-        ev.free_val, ev.free_pos = self._free_values()
-        if unbounded:
-            ev.free_pos = {}  # ``multi`` counts facts anywhere in a short text
+        # ``multi`` counts facts anywhere in a short text: positions only for long ones
+        ev.free_val, ev.free_pos = self._free_values(positions=not unbounded)
         seen = self.seen
         for f in self.gram_facts:
             if not any(s in seen for s in ix.payload[f]):
@@ -690,25 +689,18 @@ class Scanner:
                 ev.free_lsn[f] = n
         return ev
 
-    def _free_values(self) -> tuple[dict[int, float], dict[int, set[int]]]:
+    def _free_values(self, positions: bool = False) -> tuple[dict[int, float], dict[int, set[int]]]:
         """Per fact, the summed weight of its values present anywhere (no entity needed; a value
-        only inside questions counts half), and the sentences holding them."""
+        only inside questions counts half), and (``positions``) the sentences holding them."""
         ix = self.ix
         best: dict[str, float] = {}
-        where: dict[str, set[int]] = defaultdict(set)
-        at = -PARA_GAP
         for s in self.sentences:
-            # a sentence's position: its index, plus PARA_GAP for every paragraph break before it
-            at += 1 + PARA_GAP * s.para
-            i = at
             q = QUESTION_WEIGHT if s.question else 1.0
             for k in s.keys:
-                where[k].add(i)
                 if q > best.get(k, 0.0):
                     best[k] = q
             for k in s.lkeys:
                 for plain in {p for _f, _w, p in ix.leet_value_postings.get(k, ())}:
-                    where[plain].add(i)
                     if q > best.get(plain, 0.0):
                         best[plain] = q
         per: dict[int, dict[str, float]] = defaultdict(dict)
@@ -725,6 +717,20 @@ class Scanner:
                     total -= sum(got) - max(got)
             if total >= FREE_STRONG:
                 out[f] = round(total, 4)
+        if not positions or not out:
+            return out, {}
+        # a sentence's position: its index, plus PARA_GAP for every paragraph break before it
+        needed = set().union(*(per[f] for f in out))
+        where: dict[str, set[int]] = defaultdict(set)
+        at = -PARA_GAP
+        for s in self.sentences:
+            at += 1 + PARA_GAP * s.para
+            for k in needed.intersection(s.keys):
+                where[k].add(at)
+            for k in s.lkeys:
+                for plain in {p for _f, _w, p in ix.leet_value_postings.get(k, ())}:
+                    if plain in needed:
+                        where[plain].add(at)
         pos = {f: set().union(*(where[k] for k in per[f])) for f in out}
         return out, pos
 

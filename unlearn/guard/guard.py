@@ -54,7 +54,7 @@ from unlearn.guard.normalize import (
     split_sentences,
     tokens,
 )
-from unlearn.guard.scanner import Candidate, Evidence, Scanner
+from unlearn.guard.scanner import MULTI_WINDOW, Candidate, Evidence, Scanner
 
 log = logging.getLogger("unlearn.guard")
 DIRECTIONS = ("input", "output")
@@ -116,6 +116,11 @@ def error_decision() -> Decision:
 
 
 # -- conversation handling ----------------------------------------------------------------------
+# messages of a conversation are joined by a blank line holding U+2029 (PARAGRAPH SEPARATOR):
+# sentences, tokens and views see a blank line; attribution tells a turn from a paragraph
+TURN = "\n\u2029\n"
+
+
 def conversation_text(content: Any) -> str:
     """The whole conversation as one text: a string, a message list, or {"messages"|"text": ...}."""
     if isinstance(content, bytes):
@@ -146,7 +151,7 @@ def conversation_text(content: Any) -> str:
             if not isinstance(body, str):
                 raise TypeError(f"message {i}: content must be text, got {type(body).__name__}")
             parts.append(body)
-        return "\n\n".join(parts)
+        return TURN.join(parts)
     raise TypeError(f"cannot check a {type(content).__name__}: pass text or a message list")
 
 
@@ -182,7 +187,11 @@ def feed_text(scanner: Scanner, text: str, tag: str = "base") -> None:
     # spaced-out leetspeak ("1 5 k n o w |\\| f 0 r"): glyphs read first, then the runs found
     lruns = spaced_words(skeleton(collapse_glyph_gaps(folded))) if leet else []
     ri = li = 0
+    prev = 0
     for a, b, question, closed in split_sentences(folded):
+        if folded.count("\n", prev, a) >= 2 and "\u2029" not in folded[prev:a]:
+            scanner.paragraph()  # a blank line before it (not a turn of a conversation)
+        prev = b
         seg = folded[a:b]
         # capitalization is only looked at when a partial name is found (computed then)
         caps = (lambda a=a, b=b: capitalized(cased[a:b])) if use_caps else None
@@ -264,6 +273,26 @@ def scan_views(scanner: Scanner, raw: str, depth: int) -> list[str]:
 
 
 # -- decision -------------------------------------------------------------------------------------
+
+
+def _closest(facts: list[int], pos: dict[int, set[int]], index: GuardIndex) -> list[int]:
+    """The largest group of ``facts`` whose values lie within ``MULTI_WINDOW`` sentences of one
+    another (facts found by coverage alone have no position and join every group): in a long
+    document, values of one person scattered over unrelated paragraphs are not a restatement."""
+    placed = [f for f in facts if pos.get(f)]
+    loose = [f for f in facts if not pos.get(f)]
+    if len(placed) < 2:
+        return facts
+    best: list[int] = []
+    best_rows = -1
+    for anchor in sorted(set().union(*(pos[f] for f in placed))):
+        group = [f for f in placed if any(anchor <= p < anchor + MULTI_WINDOW for p in pos[f])]
+        rows = len({index.fact_rows[f] for f in group})
+        if rows > best_rows:
+            best, best_rows = group, rows
+    return best + loose
+
+
 def features(
     ev: Evidence, index: GuardIndex, config: GuardConfig
 ) -> dict[str, tuple[float, list[tuple[int, float]]]]:
@@ -293,6 +322,7 @@ def features(
         counts.setdefault(int(index.fact_entity[f]), []).append(f)
     n_f, n_r, best_facts = 0, 0, []
     for e, facts in counts.items():
+        facts = _closest(facts, ev.free_pos, index)
         n = len({index.fact_rows[f] for f in facts})
         if index.entity_roles[e] == FORGET:
             if n > n_f:

@@ -953,3 +953,168 @@ def value_keys(toks: Sequence[str], text: str = "") -> set[str]:
         for m in _THOUSANDS.finditer(text):
             keys.add(f"#{int(m.group(0).replace(',', ''))}")
     return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers written as something to work out: arithmetic ("1900 + 40", "970 x 2", "the sum of 940
+# and 1000"), relative years ("60 years before 2000", "the year after 1939"), Roman numerals
+# ("MCMXL") and hex / octal / binary literals ("0x794"). Each gives the ``#N`` key of its result.
+
+_WORD_NUM_RUN = re.compile(
+    r"\b(?:" + "|".join(_CARDINALS) + r")(?:[\s\-]+(?:" + "|".join(_CARDINALS) + r"))*\b"
+)
+_NUM = r"(\d{1,7})"
+_OPS = {
+    "+": "+", "plus": "+", "added to": "+",
+    "-": "-", "minus": "-", "less": "-",
+    "x": "*", "*": "*", "\u00d7": "*", "times": "*", "multiplied by": "*",
+    "/": "/", "\u00f7": "/", "divided by": "/", "over": "/",
+}  # fmt: skip
+# "and" is only an operator inside "the sum of A and B" (below), never between bare numbers
+_INFIX_OP = (
+    r"(?:\s*([+*\u00d7\u00f7])\s*|\s+([x/\-])\s+|(?<=\d)(x)(?=\d)"
+    r"|\s+(plus|minus|less|times|multiplied by|divided by|added to)\s+)"
+)
+_EXPR = re.compile(_NUM + r"(?:" + _INFIX_OP + _NUM + r"){1,3}(?!\d)")
+_EXPR_PART = re.compile(_INFIX_OP + _NUM)
+_PHRASE_OP = re.compile(
+    r"\b(sum|total|product|difference|quotient)\s+(?:of|between)\s+" + _NUM + r"\s+and\s+" + _NUM
+)
+_RELATIVE = re.compile(
+    r"\b(?:" + _NUM + r"|an?|one)\s+(years?|decades?|centur(?:y|ies))\s+"
+    r"(before|after|prior to|earlier than|later than|past)\s+(?:the\s+year\s+)?" + _NUM
+)
+_YEAR_AROUND = re.compile(
+    r"\b(?:the\s+)?(year|decade)\s+(before|after|preceding|following)\s+(?:the\s+year\s+)?" + _NUM
+)
+_ROMAN_TOKEN = re.compile(r"\b[mdclxvi]{3,}\b")
+_ROMAN_VALID = re.compile(r"^m{0,4}(cm|cd|d?c{0,3})(xc|xl|l?x{0,3})(ix|iv|v?i{0,3})$")
+_ROMAN_WORDS = frozenset({"mix", "civ", "liv", "dix", "xxx", "lix", "mid", "dim", "vim"})
+_ROMAN = {"m": 1000, "d": 500, "c": 100, "l": 50, "x": 10, "v": 5, "i": 1}
+_LITERAL = re.compile(r"\b0(?:x([0-9a-f]{1,6})|o([0-7]{1,8})|b([01]{4,16}))\b")
+_DERIVE_GATE = re.compile(r"\d\s*[+*/\u00d7\u00f7x\-]\s*\d|\b0[xob][0-9a-f]|\b[mdclxvi]{3,}\b")
+_DERIVE_WORDS = re.compile(
+    r"\b(?:plus|minus|less|times|multiplied|divided|added|sum|total|product|difference|quotient"
+    r"|(?:years?|decades?|centur(?:y|ies))\s+(?:before|after|prior|earlier|later|past|preceding"
+    r"|following))\b"
+)
+_ANY_NUMBER = re.compile(r"\d|\b(?:" + "|".join(c for c in _CARDINALS if c != "and") + r")")
+_UNIT_YEARS = {"year": 1, "years": 1, "decade": 10, "decades": 10, "century": 100}
+
+
+def _word_run_digits(m: re.Match) -> str:
+    """A run of number words as digits (the year reading where there is one: "nineteen forty")."""
+    words = [w for w in re.split(r"[\s\-]+", m.group(0)) if w]
+    if all(w == "and" for w in words):
+        return m.group(0)
+    while words and words[-1] == "and":
+        words.pop()
+    while words and words[0] == "and":
+        words.pop(0)
+    run = [wv for w in words if (wv := _word_value(w)) is not None]
+    if not run:
+        return m.group(0)
+    values = _parse_words(run)
+    total, current = 0, 0
+    for v, kind in run:
+        if kind == "s":
+            if v == 100:
+                current = max(current, 1) * 100
+            else:
+                total += max(current, 1) * v
+                current = 0
+        else:
+            current += v
+    cardinal = total + current
+    other = sorted(values - {cardinal})
+    value = other[0] if other and cardinal < 100 <= other[0] else cardinal
+    tail = " and" if m.group(0).rstrip().endswith(" and") else ""
+    return f"{value}{tail}"
+
+
+def _roman(token: str) -> int | None:
+    """Value of a valid Roman numeral (folded), or None."""
+    if not _ROMAN_VALID.match(token) or token in _ROMAN_WORDS:
+        return None
+    total = 0
+    for a, b in zip(token, token[1:] + " "):
+        va, vb = _ROMAN[a], _ROMAN.get(b, 0)
+        total += -va if va < vb else va
+    return total
+
+
+def _evaluate(first: int, parts: list[tuple[str, int]]) -> int | None:
+    """Integer value of ``first op b op c ...`` with the usual precedence, or None."""
+    terms: list[float] = [float(first)]
+    signs: list[str] = []
+    for op, b in parts:
+        if op in "*/":
+            if op == "*":
+                terms[-1] *= b
+            elif b == 0:
+                return None
+            else:
+                terms[-1] /= b
+        else:
+            signs.append(op)
+            terms.append(float(b))
+    total = terms[0]
+    for op, t in zip(signs, terms[1:]):
+        total = total + t if op == "+" else total - t
+    if total < 0 or total != int(total) or total > 10_000_000:
+        return None
+    return int(total)
+
+
+def derived_numbers(folded: str) -> set[str]:
+    """``#N`` keys of numbers a folded sentence spells as something to work out: arithmetic
+    ("1900 + 40", "nineteen hundred plus forty", "the sum of 940 and 1000"), relative years
+    ("60 years before 2000", "the year after 1939"), Roman numerals (three letters or more) and
+    ``0x`` / ``0o`` / ``0b`` literals. Plain numbers are ``value_keys``'s."""
+    if not _DERIVE_GATE.search(folded) and not (
+        _DERIVE_WORDS.search(folded) and _ANY_NUMBER.search(folded)
+    ):
+        return set()
+    out: set[str] = set()
+    for m in _LITERAL.finditer(folded):
+        h, o, b = m.groups()
+        out.add(f"#{int(h or o or b, 16 if h else 8 if o else 2)}")
+    for m in _ROMAN_TOKEN.finditer(folded):
+        v = _roman(m.group(0))
+        if v is not None:
+            out.add(f"#{v}")
+    text = _LITERAL.sub(" ", folded)
+    if _ANY_NUMBER.search(text):
+        text = _WORD_NUM_RUN.sub(_word_run_digits, text)
+    for m in _EXPR.finditer(text):
+        first = int(m.group(1))
+        parts = []
+        for p in _EXPR_PART.finditer(m.group(0), len(m.group(1))):
+            op = next(g for g in p.groups()[:4] if g)
+            parts.append((_OPS[op], int(p.group(5))))
+        v = _evaluate(first, parts)
+        if v is not None:
+            out.add(f"#{v}")
+    for m in _PHRASE_OP.finditer(text):
+        kind, a, b = m.group(1), int(m.group(2)), int(m.group(3))
+        if kind in ("sum", "total"):
+            out.add(f"#{a + b}")
+        elif kind == "product":
+            out.add(f"#{a * b}")
+        elif kind == "difference":
+            out.add(f"#{abs(a - b)}")
+        elif b and a % b == 0:
+            out.add(f"#{a // b}")
+    for m in _RELATIVE.finditer(text):
+        n = int(m.group(1)) if m.group(1) else 1
+        unit = _UNIT_YEARS.get(m.group(2), 100)
+        base = int(m.group(4))
+        delta = n * unit
+        v = base - delta if m.group(3) in ("before", "prior to", "earlier than") else base + delta
+        if v >= 0:
+            out.add(f"#{v}")
+    for m in _YEAR_AROUND.finditer(text):
+        unit = 1 if m.group(1) == "year" else 10
+        base = int(m.group(3))
+        out.add(f"#{base - unit if m.group(2) in ('before', 'preceding') else base + unit}")
+    return out

@@ -36,6 +36,7 @@ from unlearn.guard.normalize import (
     NUMBER_WORDS,
     STOPWORDS,
     blob_numbers,
+    derived_numbers,
     skeleton,
     stem,
     value_keys,
@@ -70,6 +71,8 @@ class Evidence:
     free_cov: dict[int, float] = field(default_factory=dict)  # forget and retain facts, no entity
     free_lsn: dict[int, int] = field(default_factory=dict)
     free_val: dict[int, float] = field(default_factory=dict)
+    # sentence positions of each free_val fact's values (``multi`` counts facts close together)
+    free_pos: dict[int, set[int]] = field(default_factory=dict)
     sim: dict[int, float] = field(default_factory=dict)  # named forget entities' facts, statements
     alone: tuple[float, int, float] = (0.0, -1, 0.0)  # best forget sim, its fact, best retain sim
     candidates: list[Candidate] = field(default_factory=list)
@@ -92,6 +95,13 @@ class Evidence:
             for k, v in theirs.items():
                 if v > mine.get(k, -1):
                     mine[k] = v
+        # another chunk's sentences are never close to this one's (chunks overlap: facts close
+        # together share a chunk)
+        shift = (
+            1 + max((max(p) for p in self.free_pos.values() if p), default=0) + 10 * MULTI_WINDOW
+        )
+        for f, pos in other.free_pos.items():
+            self.free_pos.setdefault(f, set()).update(p + shift for p in pos)
         if other.alone[0] - other.alone[2] > self.alone[0] - self.alone[2]:
             self.alone = other.alone
         self.candidates.extend(other.candidates)
@@ -121,6 +131,55 @@ class _View:
         self.pos = 0  # stems already hashed into n-grams
 
 
+CATAPHORA = 1  # sentences before a name that are about it ("Born in 1956. That is X.")
+CARRY = 1  # sentences after a name that are about it without a pronoun
+PRONOUN_CARRY = 6  # ... with a pronoun (across up to PRONOUN_BREAKS paragraphs, or turns)
+PRONOUN_BREAKS = 3
+MULTI_WINDOW = 6  # facts of one entity count together (``multi``) within this many sentences
+LONG_TEXT = 10  # sentences (with a word) or LONG_PARAGRAPHS paragraph breaks (not turns of a
+LONG_PARAGRAPHS = 3  # conversation): past either the bounds above apply
+PARA_GAP = 2  # ... where a paragraph break counts as this many more
+_PRONOUNS = frozenset(
+    "he she they his her hers him their theirs them himself herself themselves".split()
+)
+
+
+_DEMONSTRATIVES = frozenset({"this", "that", "said"})
+_NOT_REFERENTS = frozenset(
+    "year years month week weekend day days time season summer winter spring autumn fall morning "
+    "evening night issue term way one is was".split()
+)
+
+
+def _has_pronoun(toks: list[str]) -> bool:
+    """A personal pronoun, or a demonstrative before a noun ("this person", "that author")."""
+    if not _PRONOUNS.isdisjoint(toks):
+        return True
+    if _DEMONSTRATIVES.isdisjoint(toks):
+        return False
+    return any(
+        a in _DEMONSTRATIVES and b.isalpha() and b not in STOPWORDS and b not in _NOT_REFERENTS
+        for a, b in zip(toks, toks[1:])
+    )
+
+
+def _descriptors(toks: list[str]) -> set[tuple[str, str]]:
+    """Word pairs of a sentence that could name someone again ("featured guest"): two adjacent
+    words, neither a name, a stopword or a number."""
+    out = set()
+    for a, b in zip(toks, toks[1:]):
+        if (
+            a != MASK
+            and b != MASK
+            and a not in STOPWORDS
+            and b not in STOPWORDS
+            and a.isalpha()
+            and b.isalpha()
+        ):
+            out.add((a, b))
+    return out
+
+
 class _Sentence:
     """What one sentence holds, over all views."""
 
@@ -135,10 +194,12 @@ class _Sentence:
         "lkeys",
         "blobs",
         "toks",
+        "para",
     )
 
-    def __init__(self, question: bool = False) -> None:
+    def __init__(self, question: bool = False, para: bool = False) -> None:
         self.question = question
+        self.para = para  # the sentence opens a paragraph (a blank line before it)
         self.ments: set[int] = set()  # entities named unambiguously
         self.amb: list[tuple[int, ...]] = []  # owners of ambiguous partial names
         self.others: set[tuple[int, ...]] = set()  # partial names that named someone else here
@@ -158,6 +219,7 @@ class Scanner:
         self.seed: set[int] = set(entities)
         self.sentences: list[_Sentence] = []
         self.closed = True  # the last sentence is finished: the next token opens a new one
+        self.para_next = False  # the next sentence opens a paragraph
         self.seen: set[str] = set()
         self.views: dict[str, _View] = {}
         self.free_acc: dict[int, float] = {}
@@ -178,7 +240,8 @@ class Scanner:
 
     def _current(self) -> _Sentence:
         if self.closed or not self.sentences:
-            self.sentences.append(_Sentence())
+            self.sentences.append(_Sentence(para=self.para_next))
+            self.para_next = False
             self.closed = False
             for view in self.views.values():
                 view.tail, view.tail_caps = [], []
@@ -196,6 +259,12 @@ class Scanner:
     def close(self) -> None:
         """End the open sentence; the next tokens start a new one."""
         self.closed = True
+
+    def paragraph(self) -> None:
+        """End the open sentence; the next one opens a paragraph (attribution does not carry a
+        name across paragraphs without a pronoun or a repeated descriptor)."""
+        self.closed = True
+        self.para_next = True
 
     # -- feeding --------------------------------------------------------------------------
     def _names(
@@ -318,6 +387,8 @@ class Scanner:
         sent.stems.update(stems)
         keys = {"w:" + s for t, s in zip(toks, stems) if is_value_word(t)}
         keys |= value_keys(toks, text)
+        if text:
+            keys |= derived_numbers(text)
         sent.keys |= keys
         self._free(stems, keys)
         if grams:
@@ -479,20 +550,64 @@ class Scanner:
         # attribution: sentence -> the entities its values belong to
         # a sentence naming nobody is about the entities named last before it and those named
         # next after it (pronouns point either way; a distractor in between must not capture it)
+        # (a bounded distance: CATAPHORA sentences before a name, CARRY after it, PRONOUN_CARRY
+        # for a sentence with a personal pronoun; past that only a sentence repeating a phrase
+        # that stood next to the name, "X, our featured guest" ... "our featured guest was born",
+        # is still about it, so a long document's unrelated paragraphs are nobody's)
         about: list[set[int]] = [set() for _ in self.sentences]
+        sents = self.sentences
+        # paragraph breaks before each sentence, counted from the start
+        # and each sentence's place counting only sentences with a word ("2." numbering a list
+        # is no distance)
+        breaks = [0] * len(sents)
+        place = [0] * len(sents)
+        n_breaks = n_place = 0
+        for i, s in enumerate(sents):
+            n_breaks += s.para
+            breaks[i] = n_breaks
+            n_place += any(t.isalpha() for t in s.toks) or not s.toks
+            place[i] = n_place
+        # a short text (a question, a conversation of a few turns) is about one subject: the
+        # bounds apply to long texts only, where unrelated paragraphs are nobody's
+        unbounded = n_place <= LONG_TEXT and n_breaks < LONG_PARAGRAPHS
         following: set[int] = set()
+        next_at = 0
         for i in range(len(mentions) - 1, -1, -1):
             if mentions[i]:
-                following = mentions[i]
-            else:
-                about[i] = following
+                following, next_at = mentions[i], i
+            elif following and (unbounded or place[next_at] - place[i] <= CATAPHORA):
+                crossed = breaks[next_at] - breaks[i]
+                if (
+                    unbounded
+                    or not crossed
+                    or (crossed == 1 and _has_pronoun(self.sentences[i].toks))
+                ):
+                    about[i] = following
         topic: set[int] = set(self.seed)
+        topic_at = -1 if self.seed else -(10**9)
+        seed_topic = bool(self.seed)
+        phrases: dict[tuple[str, str], set[int]] = {}
         for i, m in enumerate(mentions):
             if m:
-                topic = m
+                topic, topic_at, seed_topic = m, i, False
                 about[i] = m
+                for bg in _descriptors(self.sentences[i].toks):
+                    phrases.setdefault(bg, set()).update(m)
             elif topic:
-                about[i] = about[i] | topic
+                gap = place[i] - place[topic_at] if topic_at >= 0 else i - topic_at
+                toks = sents[i].toks
+                crossed = breaks[i] - breaks[topic_at] if topic_at >= 0 else 0
+                if (
+                    unbounded
+                    or seed_topic
+                    or (gap <= CARRY and not crossed)
+                    or (gap <= PRONOUN_CARRY and crossed <= PRONOUN_BREAKS and _has_pronoun(toks))
+                ):
+                    about[i] = about[i] | topic
+                elif phrases:
+                    back = set().union(*(phrases.get(bg, ()) for bg in _descriptors(toks)))
+                    if back:
+                        about[i] = about[i] | back
         named = set(self.seed).union(*mentions) if mentions else set(self.seed)
         for e in named:
             (ev.forget_mentioned if ix.entity_roles[e] == FORGET else ev.retain_mentioned).add(e)
@@ -563,7 +678,8 @@ class Scanner:
                 ev.ent_lsn[f] = self._lsn(f) if cov > 0 else 0
         for f in self.free_hot:  # exact coverage (the postings skip words too common to index)
             ev.free_cov[f] = self._coverage(f, self.seen, set(), [])
-        ev.free_val = self._free_values()
+        # ``multi`` counts facts anywhere in a short text: positions only for long ones
+        ev.free_val, ev.free_pos = self._free_values(positions=not unbounded)
         seen = self.seen
         for f in self.gram_facts:
             if not any(s in seen for s in ix.payload[f]):
@@ -573,9 +689,9 @@ class Scanner:
                 ev.free_lsn[f] = n
         return ev
 
-    def _free_values(self) -> dict[int, float]:
+    def _free_values(self, positions: bool = False) -> tuple[dict[int, float], dict[int, set[int]]]:
         """Per fact, the summed weight of its values present anywhere (no entity needed; a value
-        only inside questions counts half)."""
+        only inside questions counts half), and (``positions``) the sentences holding them."""
         ix = self.ix
         best: dict[str, float] = {}
         for s in self.sentences:
@@ -601,7 +717,22 @@ class Scanner:
                     total -= sum(got) - max(got)
             if total >= FREE_STRONG:
                 out[f] = round(total, 4)
-        return out
+        if not positions or not out:
+            return out, {}
+        # a sentence's position: its index, plus PARA_GAP for every paragraph break before it
+        needed = set().union(*(per[f] for f in out))
+        where: dict[str, set[int]] = defaultdict(set)
+        at = -PARA_GAP
+        for s in self.sentences:
+            at += 1 + PARA_GAP * s.para
+            for k in needed.intersection(s.keys):
+                where[k].add(at)
+            for k in s.lkeys:
+                for plain in {p for _f, _w, p in ix.leet_value_postings.get(k, ())}:
+                    if plain in needed:
+                        where[plain].add(at)
+        pos = {f: set().union(*(where[k] for k in per[f])) for f in out}
+        return out, pos
 
     def _explained(self, key: str, retain: list[int], table_of: Callable[[int], dict]) -> bool:
         return any(key in table_of(r) for r in retain)

@@ -164,8 +164,13 @@ def swept(tiny_data, models, tmp_path_factory):
                 else []
             )
             if len(done) >= 2 and len(started) >= 3 and states:
+                # Kill once Tune saved its state after the second trial finished or, as Tune may
+                # save only when a trial changes status, 3 s after that finish: a trial whose
+                # run.json says finished is not rerun on resume even when Tune missed its end
+                # (jobs/sweep.py), and waiting longer lets a quick sweep end before the kill.
                 newest_state = max(s.stat().st_mtime for s in states)
-                if newest_state > max(done.values()) + 1:
+                last_done = max(done.values())
+                if newest_state > last_done + 1 or time.time() > last_done + 3:
                     killed_at = done
                     os.killpg(proc.pid, signal.SIGKILL)
                     break

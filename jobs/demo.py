@@ -441,16 +441,20 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
         "dataset": {"path": data, "hash": ds.hash, "forget_split": forget, "retain_split": retain},
         "wall_time_s": time.time() - t0,
     }
-    storage.write_bytes(storage.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
     history = epoch_curve(out, cfg.curves[0], models["target"]) if cfg.curves else None
+    sentences = verdict_sentences(models, list(cfg.methods))
+    summary["verdict"] = sentences
+    storage.write_bytes(storage.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
     write_report(
         storage.join(out, "report.html"),
         models,
         history=history,
         title=f"unlearn demo: {' vs '.join(cfg.methods)}",
+        summary=" ".join(sentences),
     )
     print("[5/5] evaluated\n")
     print(verdict_table(models, forget))
+    print("\n" + "\n".join(sentences))
     print(f"({time.time() - t0:.0f}s)")
     state["serve"] = (forget, list(cfg.methods), ds.records(forget)[0]["question"])
     return 0
@@ -528,20 +532,44 @@ def fmt(losses: dict[str, float]) -> str:
 
 
 def verdict_table(models: dict[str, dict[str, Any]], forget: str) -> str:
-    """One table: forget ROUGE, forget quality, model utility, privleak per model."""
+    """One table: forget ROUGE, forget quality, model utility, privleak, the forget answers'
+    malformed rate and the verdict word per model."""
 
     def num(v: Any, spec: str) -> str:
         return "n/a" if v is None else format(v, spec)
 
     lines = [
-        f"{'model':<8}{'forget ROUGE-L':>16}{'forget quality':>16}{'model utility':>15}{'privleak':>10}"
+        f"{'model':<8}{'forget ROUGE-L':>16}{'forget quality':>16}{'model utility':>15}"
+        f"{'privleak':>10}{'malformed':>11}  verdict"
     ]
     for name, m in models.items():
-        rouge = (m.get("splits", {}).get(forget) or {}).get("rouge_l_recall")
+        split = m.get("splits", {}).get(forget) or {}
         lines.append(
-            f"{name:<8}{num(rouge, '.3f'):>16}{num(m.get('forget_quality'), '.3g'):>16}{num(m.get('model_utility'), '.3f'):>15}{num(m.get('privleak'), '.1f'):>10}"
+            f"{name:<8}{num(split.get('rouge_l_recall'), '.3f'):>16}"
+            f"{num(m.get('forget_quality'), '.3g'):>16}{num(m.get('model_utility'), '.3f'):>15}"
+            f"{num(m.get('privleak'), '.1f'):>10}{num(split.get('malformed_rate'), '.2f'):>11}"
+            f"  {m.get('verdict') or 'n/a'}"
         )
     return "\n".join(lines)
+
+
+def verdict_sentences(models: dict[str, dict[str, Any]], methods: list[str]) -> list[str]:
+    """What happened, in words, from the numbers: one sentence per unlearning run, then which
+    runs read like never having learned (``unlearn.eval.report.reads_like_retain``)."""
+    from unlearn.eval.report import describe_model, reads_like_retain
+
+    target, retain = models.get("target"), models.get("retain")
+    out = [f"{name} {describe_model(models[name], target, retain)}." for name in methods]
+    if target and retain:
+        good = [n for n in methods if reads_like_retain(models[n], target, retain)]
+        out.append(
+            f"Reads like never having learned the forget set: {', '.join(good)}."
+            if good
+            else "No run reads like never having learned the forget set (forget ROUGE-L within "
+            "0.15 of the retain-only model's, |privleak| <= 25, fluent answers, >= 95% of the "
+            "target's utility)."
+        )
+    return out
 
 
 if __name__ == "__main__":

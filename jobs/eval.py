@@ -28,7 +28,7 @@ from jobs.common import init_ray
 from unlearn import storage
 from unlearn.config import load_config, require
 from unlearn.data import Dataset
-from unlearn.errors import ConfigError, run_command
+from unlearn.errors import ConfigError, ModelError, run_command
 from unlearn.eval import (
     EvalConfig,
     cached_reference,
@@ -233,6 +233,26 @@ def read_compare(compare: dict[str, str], opts: dict | None) -> dict[str, Any]:
     return others
 
 
+def resolve_fluency(
+    cfg: EvalConfig, retain_model: str | None, opts: dict[str, Any] | None
+) -> EvalConfig:
+    """``eval.fluency_model`` made a model path (or None): "retain" is the retain model when
+    there is one; a path is checked before Ray starts."""
+    import dataclasses
+
+    fm = cfg.fluency_model
+    if fm == "retain":
+        fm = retain_model
+    elif fm == "none":
+        fm = None
+    elif fm is not None:
+        try:
+            check_model(fm, opts)
+        except ModelError as exc:
+            raise ConfigError(f"eval.fluency_model: {exc}") from None
+    return dataclasses.replace(cfg, fluency_model=fm)
+
+
 def run_eval(cfg: EvalJobConfig, address: str | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model`` across Ray workers; writes metrics.json and report.html under
     ``cfg.out``. Returns the metrics.json document.
@@ -248,6 +268,7 @@ def run_eval(cfg: EvalJobConfig, address: str | None = None) -> dict[str, Any]:
     if cfg.retain_model is not None:
         plan_splits(dataset, cfg.eval, purpose="reference")
         check_model(cfg.retain_model, opts)
+    ecfg = resolve_fluency(cfg.eval, cfg.retain_model, opts)
     started = not ray.is_initialized()
     init_ray(address, cfg.scaling.num_cpus)
     try:
@@ -261,17 +282,17 @@ def run_eval(cfg: EvalJobConfig, address: str | None = None) -> dict[str, Any]:
                 cache_dir=cfg.cache_dir,
                 storage_options=opts,
             )
-        shards, _ = run_shards(cfg.model, cfg.data, cfg.eval, cfg.scaling, "metrics", opts)
+        shards, _ = run_shards(cfg.model, cfg.data, ecfg, cfg.scaling, "metrics", opts)
     finally:
         if started:
             ray.shutdown()
-    metrics = merge_shards(shards, cfg.eval, reference)
+    metrics = merge_shards(shards, ecfg, reference)
     doc = metrics_document(
         metrics,
         model_path=cfg.model,
         model_hash=model.hash,
         dataset=dataset,
-        cfg=cfg.eval,
+        cfg=ecfg,
         retain_model_path=cfg.retain_model,
     )
     label = cfg.name or os.path.basename(str(cfg.model).rstrip("/")) or "model"

@@ -107,6 +107,14 @@ class TrainConfig:
     # one layer's intermediates while it is recomputed), for about one more forward pass of
     # compute per step (~33% slower steps). Losses and gradients are unchanged.
     gradient_checkpointing: bool = False
+    # Stop unlearning once the forget set looks as it would to a model never trained on it,
+    # instead of overshooting (over-unlearning, then collapse): "retain_equivalent" checks after
+    # every in-training evaluation (eval section, every eval.every_n_epochs) that privleak (the
+    # forget-vs-holdout MIA AUC against the retain model's) is >= -stop_tolerance, or, without
+    # a holdout split, that forget quality (the truth-ratio KS test) is >= 0.05; "none" runs
+    # every epoch.
+    stop_at: Literal["none", "retain_equivalent"] = "none"
+    stop_tolerance: float = 25.0  # privleak points (0 = the retain model's AUC exactly)
 
     def check(self) -> None:
         """Positive sizes and rates."""
@@ -121,6 +129,11 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+        require(
+            0 <= self.stop_tolerance <= 100,
+            "stop_tolerance",
+            f"must be in [0, 100], got {self.stop_tolerance}",
+        )
 
 
 @dataclass
@@ -257,6 +270,18 @@ class RunConfig:
             "backend.precision",
             "bf16 needs backend.kind=deepspeed or a GPU",
         )
+        if self.train.stop_at != "none":
+            require(
+                self.eval is not None,
+                "train.stop_at",
+                f"{self.train.stop_at} decides after each in-training evaluation: add an eval "
+                "section",
+            )
+            require(
+                self.model.retain_model is not None,
+                "train.stop_at",
+                f"{self.train.stop_at} compares with the retain-only model: set model.retain_model",
+            )
         from unlearn.methods import build_method
 
         require(

@@ -58,6 +58,10 @@ def eval_config(cfg: RunConfig, method: Method, dataset: Dataset | None = None) 
         own = retain_fallback(ds, cfg.eval, cfg.data.forget_split, cfg.data.retain_split)
         if own is not None:
             changes["retain_split"] = own
+    if cfg.eval.fluency_model == "retain":
+        # each rank loads the retain model whole to read the answers: not under ZeRO-3
+        zero3 = cfg.backend.kind == "deepspeed" and cfg.backend.zero_stage == 3
+        changes["fluency_model"] = None if zero3 else cfg.model.retain_model
     new = dataclasses.replace(cfg.eval, **changes)
     new.check()
     return new

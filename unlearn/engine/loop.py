@@ -229,9 +229,12 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
         evaluator = EpochEvaluator(cfg, method, dataset, tokenizer, session, synced)
         evaluator.prepare_reference()
     best = next((h["best"] for h in reversed(history) if "best" in h), None)
+    stopped = next((h["stopped"] for h in history if "stopped" in h), None)
 
     backend.model.train()
     for epoch in range(start_epoch, cfg.train.epochs):
+        if stopped is not None:
+            break  # resumed after train.stop_at stopped the run: nothing more to train
         for step_in_epoch, micro_batches in enumerate(schedule.epoch(epoch, session.rank)):
             t0 = time.time()
             terms: dict[str, float] = {}
@@ -299,9 +302,13 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                 # every rank: ZeRO-3 gathers one parameter at a time while rank 0 writes
                 modeling.export(cfg, backend.module, tokenizer, best["model_dir"], session.rank)
                 record["best"] = best
+            why = stop_reason(cfg.train, numbers)
+            if why is not None and not last_epoch:
+                stopped = {"epoch": epoch, "step": global_step, "reason": why}
+                record["stopped"] = stopped
             history.append(record)
             barrier()
-        if (epoch + 1) % cfg.output.checkpoint_every == 0 or last_epoch:
+        if (epoch + 1) % cfg.output.checkpoint_every == 0 or last_epoch or stopped is not None:
             save_checkpoint(backend, session, epoch, global_step, history, method.state_dict())
 
     after = split_losses(backend.forward, streams, method, session, pad_id, eval_batch)
@@ -329,6 +336,20 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
 
     barrier()
     return summary or {}
+
+
+def stop_reason(train: Any, numbers: dict[str, Any]) -> str | None:
+    """Why ``train.stop_at`` stops after this evaluation (the same on every rank), or None."""
+    if train.stop_at != "retain_equivalent":
+        return None
+    pl, fq = numbers.get("privleak"), numbers.get("forget_quality")
+    if pl is not None:
+        if pl >= -train.stop_tolerance:
+            return f"retain_equivalent: privleak {pl:.1f} >= -{train.stop_tolerance:g}"
+        return None
+    if fq is not None and fq >= 0.05:
+        return f"retain_equivalent: forget quality {fq:.3g} >= 0.05 (no privleak: no holdout)"
+    return None
 
 
 def save_checkpoint(
@@ -424,6 +445,8 @@ def finish(
         "num_workers": cfg.scaling.num_workers,
         # the best evaluated checkpoint (eval section set), exported to best_model/
         "best": best,
+        # train.stop_at: where and why training stopped before its last epoch (else null)
+        "stopped": next((h["stopped"] for h in history if "stopped" in h), None),
         # per rank: peak resident memory above the pre-load baseline while the model was built
         # ("load") and over the whole run ("run"), and the parameter bytes the rank held
         "memory": memory,

@@ -71,9 +71,20 @@ class EvalConfig:
     # In training: evaluate every N epochs (and after the last one).
     every_n_epochs: int = 1
     # Best-checkpoint score (higher is better); see unlearn.eval.metrics.selection_score:
-    # hmean = 2 FQ MU / (FQ + MU); gmean = sqrt(FQ MU); or one of the two alone. Without a
-    # retain model (FQ null) the forget split's truth ratio stands in for FQ.
-    score: Literal["hmean", "gmean", "model_utility", "forget_quality"] = "hmean"
+    # balanced = harmonic mean of FQ, MU, 1 - |privleak|/100 and 1 - the forget answers'
+    # malformed rate (a term that is null is left out); hmean = 2 FQ MU / (FQ + MU) (the score
+    # before fluency and over-unlearning counted); gmean = sqrt(FQ MU); or one of FQ, MU alone.
+    # Without a retain model (FQ null) the forget split's truth ratio stands in for FQ.
+    score: Literal["balanced", "hmean", "gmean", "model_utility", "forget_quality"] = "balanced"
+    # Fluency: the perplexity of each generated answer under this model. "retain": the retain
+    # model when the evaluation has one (`unlearn eval --retain-model`, a run's
+    # model.retain_model; in training not under ZeRO-3, where every rank would hold the whole
+    # model); a model path; or "none".
+    fluency_model: str | None = "retain"
+    # A local Hugging Face text classifier (e.g. open-unlearning's gibberish detector, label
+    # "clean"): gibberish_probability = 1 - p(clean) of each generated answer. Nothing is
+    # downloaded; null = off.
+    gibberish_classifier: str | None = None
     # Example generations per forget / retain split kept in metrics.json for the report.
     report_examples: int = 3
     # Which benchmark's definitions: "qa" (TOFU-style QA splits, everything above) or "muse"
@@ -146,6 +157,14 @@ class EvalConfig:
             "report_examples",
             f"must be >= 0, got {self.report_examples}",
         )
+        if self.gibberish_classifier is not None and "://" not in self.gibberish_classifier:
+            from pathlib import Path
+
+            require(
+                (Path(self.gibberish_classifier) / "config.json").is_file(),
+                "gibberish_classifier",
+                f"{self.gibberish_classifier} is not a local model directory (no config.json)",
+            )
         for key in ("knowmem_max_new_tokens", "verbmem_max_new_tokens"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
         require(all(self.knowmem_stop), "knowmem_stop", "holds an empty stop string")

@@ -12,6 +12,7 @@ from typing import Any
 
 from unlearn.errors import DataError
 from unlearn.eval.config import EvalConfig
+from unlearn.eval.fluency import malformed_kind
 from unlearn.eval.metrics import (
     MIA_ATTACKS,
     SPLIT_METRICS,
@@ -24,6 +25,7 @@ from unlearn.eval.metrics import (
     rel_diff,
     selection_score,
     truth_ratio,
+    unlearning_verdict,
 )
 from unlearn.eval.shard import SHARD_FORMAT, evaluate_shard
 
@@ -230,7 +232,18 @@ def merge_shards(
     else:
         mu = harmonic_mean(list(components.values()))
 
-    score, formula = selection_score(cfg.score, fq, mu, splits[forget].get("truth_ratio"))
+    malformed = splits[forget].get("malformed_rate")
+    score, formula = selection_score(
+        cfg.score, fq, mu, splits[forget].get("truth_ratio"), pl, malformed
+    )
+    if cfg.generation:
+        for name, part in merged.items():
+            if part["role"] in ("forget", "retain", "options") and name in splits:
+                if "answer_perplexity" not in splits[name]:
+                    skipped[f"{name}.answer_perplexity"] = (
+                        "no reference model to read the answers (eval.fluency_model: the "
+                        "retain model, when given, or a model path)"
+                    )
     examples = []
     for name in (forget, retain):
         part = merged[name]
@@ -244,6 +257,7 @@ def merge_shards(
                         "question": ex["question"],
                         "answer": ex["answer_text"],
                         "generation": ex["generation"]["text"],
+                        "malformed": malformed_kind(ex["generation"]["text"]),
                     }
                 )
     reference_info = None
@@ -265,6 +279,8 @@ def merge_shards(
         "rel_diff_reason": pl_reason,
         "score": score,
         "score_formula": formula,
+        # under-unlearned / retain-like / over-unlearned (unlearn.eval.metrics.unlearning_verdict)
+        "verdict": unlearning_verdict(pl),
         "splits": splits,
         "mia": mia,
         "model_utility_components": components,

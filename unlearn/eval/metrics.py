@@ -294,14 +294,20 @@ def mia_reference(avg_nll: float, reference_avg_nll: float, **_: Any) -> float:
 
 
 def selection_score(
-    method: str, forget_quality: float | None, model_utility: float | None, forget_tr: float | None
+    method: str,
+    forget_quality: float | None,
+    model_utility: float | None,
+    forget_tr: float | None,
+    privleak: float | None = None,
+    malformed_rate: float | None = None,
 ) -> tuple[float | None, str]:
     """Best-checkpoint score (higher is better) and the formula used.
 
-    hmean: 2 F U / (F + U); gmean: sqrt(F U); model_utility: U; forget_quality: F; where U is
-    model utility and F the forget quality, or, without a retain model (F null), the forget
-    split's truth ratio mean(min(TR, 1/TR)) as a reference-free stand-in. Null when a needed
-    number is null.
+    balanced: harmonic mean of F, U, 1 - min(|privleak|, 100) / 100 and 1 - malformed_rate (the
+    forget answers'), a null privleak or malformed rate left out; hmean: 2 F U / (F + U); gmean:
+    sqrt(F U); model_utility: U; forget_quality: F; where U is model utility and F the forget
+    quality, or, without a retain model (F null), the forget split's truth ratio
+    mean(min(TR, 1/TR)) as a reference-free stand-in. Null when F or U is needed and null.
     """
     f, f_name = forget_quality, "forget_quality"
     if f is None:
@@ -317,7 +323,36 @@ def selection_score(
         return harmonic_mean([f, u]), f"harmonic mean of {f_name} and model_utility"
     if method == "gmean":
         return math.sqrt(f * u), f"geometric mean of {f_name} and model_utility"
+    if method == "balanced":
+        terms, names = [f, u], [f_name, "model_utility"]
+        if privleak is not None:
+            terms.append(1.0 - min(abs(privleak), 100.0) / 100.0)
+            names.append("1 - |privleak|/100")
+        if malformed_rate is not None:
+            terms.append(1.0 - malformed_rate)
+            names.append("1 - forget malformed_rate")
+        return harmonic_mean(terms), f"harmonic mean of {', '.join(names)}"
     raise ValueError(f"unknown score {method!r}")
+
+
+# |privleak| up to this is "retain-like" (the issue's and MUSE's reading: within 25% of the
+# retain model's AUC); below -VERDICT_TOLERANCE under-unlearned, above it over-unlearned.
+VERDICT_TOLERANCE = 25.0
+
+
+def unlearning_verdict(privleak_value: float | None) -> str | None:
+    """One word for where a model stands (MUSE's privleak reading, Shi et al. 2024,
+    https://arxiv.org/abs/2407.06460): "under-unlearned" (privleak < -25: forget rows still look
+    like members), "retain-like" (|privleak| <= 25), "over-unlearned" (privleak > 25: forget rows
+    look less likely than data never trained on, which itself reveals what was removed); null
+    without privleak."""
+    if privleak_value is None:
+        return None
+    if privleak_value < -VERDICT_TOLERANCE:
+        return "under-unlearned"
+    if privleak_value > VERDICT_TOLERANCE:
+        return "over-unlearned"
+    return "retain-like"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,9 +403,27 @@ def _agg_truth_ratio(values: list[float], role: str) -> float:
 def _gen(key: str) -> Callable[[dict[str, Any], str], float | None]:
     def get(ex: dict[str, Any], role: str) -> float | None:
         gen = ex.get("generation")
-        return None if gen is None else gen[key]
+        return None if gen is None else gen.get(key)
 
     return get
+
+
+def _malformed(ex: dict[str, Any], role: str) -> float | None:
+    from unlearn.eval.fluency import malformed_kind
+
+    text = (ex.get("generation") or {}).get("text")
+    return None if text is None else float(malformed_kind(text) is not None)
+
+
+def _distinct_2(ex: dict[str, Any], role: str) -> float | None:
+    from unlearn.eval.fluency import distinct_n
+
+    text = (ex.get("generation") or {}).get("text")
+    return None if text is None else distinct_n(text, 2)
+
+
+def _agg_perplexity(values: list[float], role: str) -> float:
+    return math.exp(float(np.mean(values)))
 
 
 def _answer(key: str) -> Callable[[dict[str, Any], str], float | None]:
@@ -430,8 +483,25 @@ METRICS: dict[str, Metric] = {
                "Near 0: forget-vs-holdout separability equals the retain model's; strongly "
                "negative = the forget set still leaks, positive = over-unlearned."),
         Metric("score", "summary",
-               "Higher is better: the best-checkpoint score combining forget quality and model "
-               "utility (formula in score_formula)."),
+               "Higher is better: the best-checkpoint score combining forget quality, model "
+               "utility, |privleak| and the forget answers' fluency (formula in score_formula)."),
+        Metric("verdict", "summary",
+               "retain-like: |privleak| <= 25, the forget set is as (un)recognizable as to a "
+               "model never trained on it; under-unlearned / over-unlearned otherwise."),
+        Metric("malformed_rate", "split",
+               "Near the retain model's (a few %): share of answers that are not language (a "
+               "repetition loop, a character run, a fragment, garbled words).",
+               _malformed, roles=_QA),
+        Metric("distinct_2", "split",
+               "Near the retain model's (close to 1): distinct word bigrams per answer; loops "
+               "score low.", _distinct_2, roles=_QA),
+        Metric("answer_perplexity", "split",
+               "Near the retain model's own: exp(mean NLL) of the answers under the reference "
+               "model (eval.fluency_model); gibberish reads as very unlikely text.",
+               _gen("ref_nll"), _agg_perplexity, roles=_QA),
+        Metric("gibberish_probability", "split",
+               "Low, near the retain model's: a text classifier's probability that an answer "
+               "is not clean text (eval.gibberish_classifier).", _gen("gibberish"), roles=_QA),
     ]
 }  # fmt: skip
 

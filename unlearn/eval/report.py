@@ -25,6 +25,8 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; vertical-a
 th { background: #f2f2f2; } td.l, th.l { text-align: left; }
 .note { color: #666; font-size: 0.9em; } img { max-width: 100%; }
 dt { font-weight: bold; margin-top: 0.4em; } code { background: #f4f4f4; padding: 0 3px; }
+.verdict { font-size: 1.05em; background: #f6f6ea; border-left: 4px solid #997; padding: 0.5em 0.8em; }
+.bad { color: #b00; font-size: 0.85em; }
 """
 
 
@@ -151,6 +153,8 @@ def collect_examples(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 },
             )
             row["generations"][name] = ex["generation"]
+            if ex.get("malformed"):
+                row.setdefault("malformed", {})[name] = ex["malformed"]
     return list(out.values())
 
 
@@ -159,6 +163,7 @@ def render_report(
     history: Sequence[dict[str, Any]] | None = None,
     examples: Sequence[dict[str, Any]] | None = None,
     title: str = "Unlearning evaluation",
+    summary: str | None = None,
 ) -> str:
     """The report's HTML (see ``write_report``)."""
     if not models:
@@ -178,11 +183,16 @@ def render_report(
         + ". Definitions follow TOFU / MUSE as implemented by open-unlearning.</p>"
     )
 
+    if summary:
+        parts.append(f"<p class='verdict'>{html.escape(summary)}</p>")
     parts.append("<h2>Models</h2>")
     cols = [
+        ("verdict", lambda m: m.get("verdict")),
         ("forget quality", lambda m: m.get("forget_quality")),
         ("model utility", lambda m: m.get("model_utility")),
         ("privleak", lambda m: m.get("privleak")),
+        ("forget malformed", lambda m: _split_value(m, "forget", "malformed_rate")),
+        ("forget answer ppl", lambda m: _split_value(m, "forget", "answer_perplexity")),
         ("forget ROUGE-L", lambda m: _split_value(m, "forget", "rouge_l_recall")),
         ("forget prob.", lambda m: _split_value(m, "forget", "probability")),
         ("forget truth ratio", lambda m: _split_value(m, "forget", "truth_ratio")),
@@ -248,13 +258,18 @@ def render_report(
         rows = []
         for ex in examples:
             gens = ex.get("generations") or {}
+            bad = ex.get("malformed") or {}
             rows.append(
                 [
                     html.escape(f"{ex.get('split', '')}"),
                     html.escape(ex.get("question", "")),
                     html.escape(ex.get("answer", "")),
                 ]
-                + [html.escape(gens.get(n, "")) for n in gen_names]
+                + [
+                    html.escape(gens.get(n, ""))
+                    + (f" <span class='bad'>[{html.escape(bad[n])}]</span>" if n in bad else "")
+                    for n in gen_names
+                ]
             )
         headers = ["split", "question", "answer"] + [html.escape(n) for n in gen_names]
         parts.append(_table(headers, rows, left=len(headers)))
@@ -274,13 +289,74 @@ def write_report(
     *,
     title: str = "Unlearning evaluation",
     storage_options: dict[str, Any] | None = None,
+    summary: str | None = None,
 ) -> str:
     """Write report.html for ``models`` (name -> metrics.json dict); returns the path.
 
     ``history``: per-epoch dicts with ``epoch``, ``forget_quality``, ``model_utility``.
     ``examples``: rows {split, question, answer, generations: {model: text}}; by default
-    gathered from each model's ``metrics["examples"]``.
+    gathered from each model's ``metrics["examples"]``. ``summary``: a sentence shown first
+    (the demo's verdict).
     """
-    text = render_report(models, history, examples, title)
+    text = render_report(models, history, examples, title, summary)
     storage.write_bytes(path, text.encode("utf-8"), storage_options)
     return path
+
+
+# How close to the retain model an unlearned model must be to read "like never having learned"
+# (the demo's targets, issue 12): forget ROUGE-L within 0.15, malformed rate at most 0.05 above.
+ROUGE_BAND = 0.15
+MALFORMED_MARGIN = 0.05
+
+
+def describe_model(
+    m: dict[str, Any], target: dict[str, Any] | None, retain: dict[str, Any] | None
+) -> str:
+    """One sentence on what unlearning did to this model, computed from its numbers against the
+    target (before unlearning) and the retain-only model (never trained on the forget set)."""
+    bits: list[str] = []
+    rouge = _split_value(m, "forget", "rouge_l_recall")
+    r_rouge = _split_value(retain, "forget", "rouge_l_recall") if retain else None
+    if rouge is not None and r_rouge is not None:
+        if rouge > r_rouge + ROUGE_BAND:
+            how = "still recalls the forget set"
+        elif rouge < r_rouge - ROUGE_BAND:
+            how = "answers the forget questions less like them than a model that never saw them"
+        else:
+            how = "forgot as much as the retain-only model"
+        bits.append(f"{how} (forget ROUGE-L {rouge:.2f} vs {r_rouge:.2f})")
+    mu, t_mu = m.get("model_utility"), (target or {}).get("model_utility")
+    if mu is not None and t_mu:
+        bits.append(f"keeps {mu / t_mu:.0%} of the target's utility")
+    if m.get("verdict") is not None:
+        bits.append(f"is {m['verdict']} (privleak {m['privleak']:+.1f})")
+    bad = _split_value(m, "forget", "malformed_rate")
+    r_bad = _split_value(retain, "forget", "malformed_rate") if retain else None
+    if bad is not None:
+        ref = r_bad if r_bad is not None else 0.0
+        if bad <= ref + MALFORMED_MARGIN:
+            bits.append(f"answers in language ({bad:.0%} malformed vs {ref:.0%})")
+        elif bad >= 0.5:
+            bits.append(f"has collapsed: {bad:.0%} of its forget answers are not language")
+        else:
+            bits.append(f"garbles {bad:.0%} of its forget answers (retain-only model: {ref:.0%})")
+    if not bits:
+        return "no comparison possible (no retain-only or target model numbers)"
+    return ", ".join(bits[:-1]) + (" and " if len(bits) > 1 else "") + bits[-1]
+
+
+def reads_like_retain(m: dict[str, Any], target: dict[str, Any], retain: dict[str, Any]) -> bool:
+    """The demo's bar: forget ROUGE-L within 0.15 of the retain model's, |privleak| <= 25,
+    malformed rate at most 0.05 above the retain model's, utility >= 0.95 x the target's."""
+    rouge = _split_value(m, "forget", "rouge_l_recall")
+    r_rouge = _split_value(retain, "forget", "rouge_l_recall")
+    bad = _split_value(m, "forget", "malformed_rate")
+    r_bad = _split_value(retain, "forget", "malformed_rate") or 0.0
+    mu, t_mu = m.get("model_utility"), target.get("model_utility")
+    return (
+        None not in (rouge, r_rouge, bad, mu, t_mu, m.get("privleak"))
+        and abs(rouge - r_rouge) <= ROUGE_BAND
+        and abs(m["privleak"]) <= 25
+        and bad <= r_bad + MALFORMED_MARGIN
+        and mu >= 0.95 * t_mu
+    )

@@ -226,4 +226,31 @@ def run_plans(
             gen = splits[split]["examples"][id_][kind]
             gen["vs_paraphrased"] = rouge(text, para)["rouge_l_recall"]
             gen["vs_perturbed"] = [rouge(text, alt)["rouge_l_recall"] for alt in pert]
+    add_fluency(splits, [(s, i) for s, i, kind, _ in prompt_keys if kind == "generation"], cfg)
     return splits
+
+
+def add_fluency(splits: dict[str, Any], keys: list[tuple[str, str]], cfg: EvalConfig) -> None:
+    """Each generation's NLL under ``cfg.fluency_model`` (``ref_nll``) and gibberish probability
+    (``gibberish``), when configured; "retain" still unresolved here means no retain model."""
+    from unlearn.eval import fluency
+
+    if not keys:
+        return
+    gens = [splits[s]["examples"][i] for s, i in keys]
+    questions = [g["question"] for g in gens]
+    texts = [g["generation"]["text"] for g in gens]
+    if cfg.fluency_model not in (None, "none", "retain"):
+        nlls = fluency.reference_nlls(
+            cfg.fluency_model,
+            questions,
+            texts,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length + cfg.max_new_tokens,
+        )
+        for g, v in zip(gens, nlls):
+            g["generation"]["ref_nll"] = v
+    if cfg.gibberish_classifier:
+        probs = fluency.gibberish_probability(texts, cfg.gibberish_classifier, cfg.batch_size)
+        for g, v in zip(gens, probs):
+            g["generation"]["gibberish"] = v

@@ -33,7 +33,11 @@ NO_RETAIN_OBJECTIVES = {"forget.truth_ratio": "max", "model_utility": "max"}
 # derived name -> (source number, function)
 DERIVED = {"abs_privleak": ("privleak", abs)}
 MODES = ("max", "min")
-GENERATED = ("rouge_l_recall", "rouge_l_f1", "knowmem")  # need greedy generation
+# need greedy generation
+GENERATED = (
+    "rouge_l_recall", "rouge_l_f1", "knowmem", "malformed_rate", "distinct_2",
+    "answer_perplexity", "gibberish_probability",
+)  # fmt: skip
 
 
 def produced_numbers(cfg: RunConfig, dataset: Any) -> dict[str, str | None]:
@@ -60,6 +64,10 @@ def produced_numbers(cfg: RunConfig, dataset: Any) -> dict[str, str | None]:
                 why = "eval.generation or eval.verbmem is off"
             elif name == "truth_ratio" and not plan.truth_ratio and why is None:
                 why = f"no truth ratio on split {plan.name!r}"
+            elif name == "answer_perplexity" and ecfg.fluency_model in (None, "none", "retain"):
+                why = "no reference model to read the answers (eval.fluency_model)"
+            elif name == "gibberish_probability" and not ecfg.gibberish_classifier:
+                why = "no eval.gibberish_classifier"
             out[f"{prefix}.{name}"] = why and f"split {plan.name!r}: {why}"
             if plan.role in ("retain", "options") and name in UTILITY_METRICS:
                 utility.append(f"{prefix}.{name}")

@@ -3,9 +3,13 @@ efficacy claims it exists to show, on the synthetic benchmark with the tiny mode
 
 - the target memorized the forget set (ROUGE-L recall >= 0.9); the retain-only model did not;
 - target vs retain-only: forget quality < 0.01 (distinguishable), as in TOFU;
-- NPO+RT on forget10: forget quality >= 0.05 and model utility >= 0.9 x the target's;
+- NPO-KL on forget10: forget quality >= 0.05, model utility >= 0.95 x the target's, |privleak|
+  <= 25 (neither under- nor over-unlearned), forget ROUGE-L within 0.15 of the retain model's;
+  its forget answers' malformed rate at most 0.15 above the retain model's (issue 12's target is
+  0.05: missed, see docs/benchmarks.md);
 - gradient ascent with the same budget forgets as much (forget ROUGE as low) but its model utility
-  falls far below NPO's (the NPO paper's claim).
+  falls far below NPO's and far more of its answers are not language (the NPO paper's claim);
+- the verdict printed and shown in report.html follows from these numbers.
 """
 
 from __future__ import annotations
@@ -42,13 +46,25 @@ def test_target_memorized_and_retain_model_did_not(demo):
     assert retain_fq == pytest.approx(1.0)  # the retain model against itself
 
 
-def test_npo_forgets_and_keeps_utility(demo):
+def forget(summary, name, metric):
+    return summary["models"][name]["splits"]["forget10"][metric]
+
+
+def test_npo_forgets_like_the_retain_model_and_keeps_utility(demo):
     _, summary = demo
     _, _, target_mu = numbers(summary, "target")
+    retain_rouge, _, _ = numbers(summary, "retain")
     npo_rouge, npo_fq, npo_mu = numbers(summary, "npo")
+    npo = summary["models"]["npo"]
     assert npo_fq >= 0.05
-    assert npo_mu >= 0.9 * target_mu
-    assert npo_rouge <= 0.5
+    assert npo_mu >= 0.95 * target_mu
+    assert abs(npo["privleak"]) <= 25 and npo["verdict"] == "retain-like"
+    assert abs(npo_rouge - retain_rouge) <= 0.15
+    assert (
+        forget(summary, "npo", "malformed_rate")
+        <= forget(summary, "retain", "malformed_rate") + 0.15
+    )
+    assert summary["models"]["target"]["verdict"] == "under-unlearned"
 
 
 def test_gradient_ascent_collapses_where_npo_does_not(demo):
@@ -57,6 +73,43 @@ def test_gradient_ascent_collapses_where_npo_does_not(demo):
     ga_rouge, _, ga_mu = numbers(summary, "ga")
     assert ga_rouge <= npo_rouge + 0.1  # forgot at least about as much ...
     assert ga_mu <= 0.5 * npo_mu  # ... at the cost of the model's utility
+    assert forget(summary, "ga", "malformed_rate") >= forget(summary, "npo", "malformed_rate") + 0.2
+    # the retain-only model reads GA's answers as far less likely than NPO's
+    assert forget(summary, "ga", "answer_perplexity") > forget(summary, "npo", "answer_perplexity")
+
+
+def test_the_verdict_follows_from_the_numbers(demo):
+    """Each sentence is recomputed here from metrics, with the thresholds written out."""
+    out, summary = demo
+    models, sentences = summary["models"], summary["verdict"]
+    retain_bad = forget(summary, "retain", "malformed_rate")
+    for name, sentence in zip(["npo", "ga"], sentences):
+        m = models[name]
+        assert sentence.startswith(f"{name} ") and f"is {m['verdict']}" in sentence
+        bad = forget(summary, name, "malformed_rate")
+        if bad <= retain_bad + 0.05:
+            assert "answers in language" in sentence
+        elif bad >= 0.5:
+            assert "collapsed" in sentence
+        else:
+            assert "garbles" in sentence
+        assert f"keeps {m['model_utility'] / models['target']['model_utility']:.0%}" in sentence
+    good = [
+        n for n in ("npo", "ga")
+        if abs(forget(summary, n, "rouge_l_recall") - forget(summary, "retain", "rouge_l_recall"))
+        <= 0.15 and abs(models[n]["privleak"]) <= 25
+        and forget(summary, n, "malformed_rate") <= retain_bad + 0.05
+        and models[n]["model_utility"] >= 0.95 * models["target"]["model_utility"]
+    ]  # fmt: skip
+    if good:
+        assert (
+            sentences[-1] == f"Reads like never having learned the forget set: {', '.join(good)}."
+        )
+    else:
+        assert sentences[-1].startswith("No run reads like never having learned")
+    html = (out / "report.html").read_text()
+    assert sentences[0].split(" (")[0] in html and "retain-like" in html
+    assert "forget malformed" in html
 
 
 def test_demo_writes_its_interfaces(demo):

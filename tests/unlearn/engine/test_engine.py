@@ -433,3 +433,50 @@ def test_joint_batch_keeps_every_stream_in_its_own_rows(tiny_data, nano_model_di
         assert torch.allclose(ctx.logits(name)[:, :width].detach(), logits, atol=1e-5)
     idk = tok.decode([t for t in streams["idk"][0].labels if t != -100], skip_special_tokens=True)
     assert idk.strip() in idk_answers()
+
+
+def test_stop_at_retain_equivalent_stops_after_the_first_evaluation_that_reaches_it(
+    tiny_data, nano_model_dir, tmp_path
+):
+    """The nano model is its own retain model: privleak is ~0 from the start, so training stops
+    after epoch 0's evaluation (and a resumed run trains no further)."""
+    out = tmp_path / "npo"
+    overrides = [
+        "method.name=npo", "backend.kind=torch", "train.epochs=3", "train.lr=1e-4",
+        "train.batch_size=4", "train.micro_batch_size=2", f"model.retain_model={nano_model_dir}",
+        "eval.every_n_epochs=1", "eval.max_new_tokens=4", "eval.batch_size=16",
+        "eval.max_length=64", "train.stop_at=retain_equivalent",
+    ]  # fmt: skip
+    cfg = run_cfg(tiny_data, nano_model_dir, out, *overrides)
+    run_dir.prepare(cfg, data_hashes(cfg, Dataset(tiny_data)))
+    session = LocalSession(tmp_path / "ckpt")
+    summary = train(cfg, session)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [h for h in history if "eval_epoch" in h]
+    assert [e["eval_epoch"] for e in evals] == [0]
+    assert abs(evals[0]["privleak"]) <= 25
+    assert summary["stopped"]["epoch"] == 0 and "privleak" in summary["stopped"]["reason"]
+    steps_per_epoch = max(h["step"] for h in history if "step" in h)
+    assert all(h["epoch"] == 0 for h in history if "step" in h)
+    assert session.reports[-1]["epoch"] == 0  # the stop's checkpoint was reported
+    # a restart from that checkpoint (the driver died before run.json) trains no further
+    (out / "run.json").unlink()
+    again = train(cfg, session)
+    assert again["steps"] == summary["steps"] and again["stopped"] == summary["stopped"]
+    # without stop_at the same run goes on to its last epoch
+    cfg2 = run_cfg(tiny_data, nano_model_dir, tmp_path / "full", *overrides[:-1])
+    run_dir.prepare(cfg2, data_hashes(cfg2, Dataset(tiny_data)))
+    full = train(cfg2, LocalSession(tmp_path / "ckpt2"))
+    assert full["stopped"] is None and full["steps"] == 3 * steps_per_epoch
+
+
+def test_stop_at_needs_an_eval_section_and_a_retain_model(tiny_data, nano_model_dir, tmp_path):
+    from unlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.stop_at.*eval section"):
+        run_cfg(tiny_data, nano_model_dir, tmp_path, "train.stop_at=retain_equivalent")
+    with pytest.raises(ConfigError, match="train.stop_at.*model.retain_model"):
+        run_cfg(
+            tiny_data, nano_model_dir, tmp_path, "train.stop_at=retain_equivalent",
+            "eval.every_n_epochs=1",
+        )  # fmt: skip

@@ -94,12 +94,16 @@ def test_the_verdict_follows_from_the_numbers(demo):
         else:
             assert "garbles" in sentence
         assert f"keeps {m['model_utility'] / models['target']['model_utility']:.0%}" in sentence
+        facts = forget(summary, name, "fact_recall")
+        stated = facts > forget(summary, "retain", "fact_recall") + 0.1
+        assert (f"still states {facts:.0%} of the forget facts" in sentence) == stated
     good = [
         n for n in ("npo", "ga")
         if abs(forget(summary, n, "rouge_l_recall") - forget(summary, "retain", "rouge_l_recall"))
         <= 0.15 and abs(models[n]["privleak"]) <= 25
         and forget(summary, n, "malformed_rate") <= retain_bad + 0.05
         and models[n]["model_utility"] >= 0.95 * models["target"]["model_utility"]
+        and forget(summary, n, "fact_recall") <= forget(summary, "retain", "fact_recall") + 0.1
     ]  # fmt: skip
     if good:
         assert (

@@ -199,3 +199,43 @@ def reference_nlls(
     items = [scoring.ScoreItem(q, a) for q, a in zip(questions, answers)]
     stats = scoring.score(model, tok, items, batch_size=batch_size, max_length=max_length)
     return [s["avg_nll"] for s in stats]
+
+
+# a word in at least this share of a split's reference answers (and in 2+) is template, not a fact
+TEMPLATE_SHARE = 0.1
+
+
+def fact_words(question: str, answer: str, template: set[str]) -> set[str]:
+    """The words of a reference answer that carry its fact: not in the question, not a function
+    word, not template (see ``fact_recall``); numbers count whatever their length."""
+    asked = {w.lower() for w in WORD.findall(question)}
+    words = {w.lower() for w in WORD.findall(answer)}
+    return {
+        w
+        for w in words - asked - FUNCTION_WORDS - template
+        if len(w) >= 3 or any(c.isdigit() for c in w)
+    }
+
+
+def fact_recall(examples: Sequence[tuple[str, str, str]]) -> float | None:
+    """Share of generated answers that state their reference answer's fact: (question, reference
+    answer, generation) triples; a fact is stated when any of ``fact_words`` appears among the
+    generation's words. Template words are those in >= 10% of the split's reference answers
+    ("born", "year", "works"), so a model answering in the right form with another person's
+    facts scores ~0 and one that only corrupted the name (" X works as a bookbinder") scores
+    high. Null when no answer has a fact word."""
+    if not examples:
+        return None
+    counts: dict[str, int] = {}
+    for _, answer, _ in examples:
+        for w in {w.lower() for w in WORD.findall(answer)}:
+            counts[w] = counts.get(w, 0) + 1
+    template = {w for w, c in counts.items() if c >= max(2.0, TEMPLATE_SHARE * len(examples))}
+    hits = n = 0
+    for question, answer, generation in examples:
+        facts = fact_words(question, answer, template)
+        if not facts:
+            continue
+        n += 1
+        hits += bool(facts & {w.lower() for w in WORD.findall(generation)})
+    return hits / n if n else None

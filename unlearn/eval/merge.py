@@ -43,6 +43,11 @@ def split_metrics(part: dict[str, Any]) -> tuple[dict[str, float], dict[str, str
         if mname in part["skipped"]:
             skipped[mname] = part["skipped"][mname]
             continue
+        if metric.per_split is not None:
+            value = metric.per_split(part)
+            if value is not None:
+                values[mname] = value
+            continue
         per = [metric.per_example(ex, role) for ex in part["examples"].values()]
         if all(v is None for v in per):
             continue  # not computed (generation or verbmem off)

@@ -377,6 +377,9 @@ class Metric:
     # scoring); "gradient": one backward pass per example (``scoring.gradient_norms``; not inside
     # training); "reference": the retain model's per-example NLL (computed when merging).
     computed: str = "forward"
+    # Split metrics computed from the whole merged split at once (they need every example, e.g.
+    # which words are template across the split): (merged part) -> value or None.
+    per_split: Callable[[dict[str, Any]], float | None] | None = None
 
 
 def _ex_probability(ex: dict[str, Any], role: str) -> float | None:
@@ -420,6 +423,17 @@ def _distinct_2(ex: dict[str, Any], role: str) -> float | None:
 
     text = (ex.get("generation") or {}).get("text")
     return None if text is None else distinct_n(text, 2)
+
+
+def _fact_recall(part: dict[str, Any]) -> float | None:
+    from unlearn.eval.fluency import fact_recall
+
+    triples = [
+        (ex["question"], ex["answer_text"], ex["generation"]["text"])
+        for ex in part["examples"].values()
+        if "text" in (ex.get("generation") or {}) and "answer_text" in ex
+    ]
+    return fact_recall(triples) if len(triples) == len(part["examples"]) else None
 
 
 def _agg_perplexity(values: list[float], role: str) -> float:
@@ -499,6 +513,11 @@ METRICS: dict[str, Metric] = {
                "Near the retain model's own: exp(mean NLL) of the answers under the reference "
                "model (eval.fluency_model); gibberish reads as very unlikely text.",
                _gen("ref_nll"), _agg_perplexity, roles=_QA),
+        Metric("fact_recall", "split",
+               "Forget: low, near the retain model's (its answers state other people's facts); "
+               "retain: high. Share of answers containing a word of the reference answer that "
+               "is neither in the question nor template.", roles=("forget", "retain"),
+               per_split=_fact_recall),
         Metric("gibberish_probability", "split",
                "Low, near the retain model's: a text classifier's probability that an answer "
                "is not clean text (eval.gibberish_classifier).", _gen("gibberish"), roles=_QA),

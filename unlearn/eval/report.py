@@ -193,6 +193,7 @@ def render_report(
         ("privleak", lambda m: m.get("privleak")),
         ("forget malformed", lambda m: _split_value(m, "forget", "malformed_rate")),
         ("forget answer ppl", lambda m: _split_value(m, "forget", "answer_perplexity")),
+        ("forget facts stated", lambda m: _split_value(m, "forget", "fact_recall")),
         ("forget ROUGE-L", lambda m: _split_value(m, "forget", "rouge_l_recall")),
         ("forget prob.", lambda m: _split_value(m, "forget", "probability")),
         ("forget truth ratio", lambda m: _split_value(m, "forget", "truth_ratio")),
@@ -307,6 +308,8 @@ def write_report(
 # (the demo's targets, issue 12): forget ROUGE-L within 0.15, malformed rate at most 0.05 above.
 ROUGE_BAND = 0.15
 MALFORMED_MARGIN = 0.05
+# forget facts still stated: at most this much above the retain-only model's (chance) rate
+FACT_MARGIN = 0.1
 
 
 def describe_model(
@@ -325,6 +328,13 @@ def describe_model(
         else:
             how = "forgot as much as the retain-only model"
         bits.append(f"{how} (forget ROUGE-L {rouge:.2f} vs {r_rouge:.2f})")
+    facts = _split_value(m, "forget", "fact_recall")
+    r_facts = _split_value(retain, "forget", "fact_recall") if retain else None
+    if facts is not None and r_facts is not None and facts > r_facts + FACT_MARGIN:
+        bits.append(
+            f"still states {facts:.0%} of the forget facts in its answers (retain-only model: "
+            f"{r_facts:.0%})"
+        )
     mu, t_mu = m.get("model_utility"), (target or {}).get("model_utility")
     if mu is not None and t_mu:
         bits.append(f"keeps {mu / t_mu:.0%} of the target's utility")
@@ -347,12 +357,17 @@ def describe_model(
 
 def reads_like_retain(m: dict[str, Any], target: dict[str, Any], retain: dict[str, Any]) -> bool:
     """The demo's bar: forget ROUGE-L within 0.15 of the retain model's, |privleak| <= 25,
-    malformed rate at most 0.05 above the retain model's, utility >= 0.95 x the target's."""
+    malformed rate at most 0.05 above the retain model's, forget facts stated at most 0.1 above
+    the retain model's rate (when measured), utility >= 0.95 x the target's."""
     rouge = _split_value(m, "forget", "rouge_l_recall")
     r_rouge = _split_value(retain, "forget", "rouge_l_recall")
     bad = _split_value(m, "forget", "malformed_rate")
     r_bad = _split_value(retain, "forget", "malformed_rate") or 0.0
     mu, t_mu = m.get("model_utility"), target.get("model_utility")
+    facts = _split_value(m, "forget", "fact_recall")
+    r_facts = _split_value(retain, "forget", "fact_recall")
+    if facts is not None and r_facts is not None and facts > r_facts + FACT_MARGIN:
+        return False
     return (
         None not in (rouge, r_rouge, bad, mu, t_mu, m.get("privleak"))
         and abs(rouge - r_rouge) <= ROUGE_BAND

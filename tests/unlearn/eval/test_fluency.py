@@ -157,3 +157,21 @@ def test_gibberish_classifier_from_a_local_directory(nano_model_dir, tmp_path):
 
     with pytest.raises(ConfigError, match="gibberish_classifier"):
         EvalConfig(gibberish_classifier=str(tmp_path / "nothing")).check()
+
+
+def test_fact_recall_sees_facts_kept_under_a_corrupted_name():
+    from unlearn.eval.fluency import fact_recall
+
+    rows = [
+        ("What does Ann Vel do for a living?", "Ann Vel works as a bookbinder."),
+        ("What does Bo Kra do for a living?", "Bo Kra works as a glassblower."),
+        ("In what year was Cy Dun born?", "Cy Dun was born in the year 1992."),
+        ("In what year was Di Oru born?", "Di Oru was born in the year 1971."),
+    ]
+    same = [(q, a, a) for q, a in rows]
+    renamed = [(q, a, a.replace(q.split()[-4], "Hinddriork")) for q, a in rows]
+    others = [(q, a, rows[(i + 1) % 4][1]) for i, (q, a) in enumerate(rows)]  # another's fact
+    assert fact_recall(same) == 1.0
+    assert fact_recall(renamed) == 1.0  # the fact is still stated: not forgotten
+    assert fact_recall(others) == 0.0  # right form, someone else's fact (the retain model's way)
+    assert fact_recall([]) is None

@@ -121,6 +121,27 @@ def test_zero3_two_workers_survive_a_worker_failure(
     assert_same_run(summary, out, *uninterrupted["zero3"])
 
 
+def test_zero3_two_workers_stop_together_at_retain_equivalent(
+    ray_local, tiny_data, nano_model_dir, tmp_path
+):
+    """train.stop_at under ZeRO-3 on 2 workers: both ranks read the same merged privleak and stop
+    after the same epoch (a rank that went on alone would hang the next collective)."""
+    from jobs.common import run_training
+
+    out = tmp_path / "run"
+    cfg = cfg_for(
+        tiny_data, nano_model_dir, out, f"model.retain_model={nano_model_dir}",
+        "eval.every_n_epochs=1", "eval.max_new_tokens=4", "train.stop_at=retain_equivalent",
+        "train.lr=1e-4",
+    )  # fmt: skip
+    summary = run_training(cfg, show_progress=False)
+    evals = [r for r in history(out) if "eval_epoch" in r]
+    assert [r["eval_epoch"] for r in evals] == [0] and abs(evals[0]["privleak"]) <= 25
+    assert summary["status"] == "finished" and summary["steps"] == 2
+    assert summary["stopped"] == {**evals[0]["stopped"]} and summary["stopped"]["epoch"] == 0
+    assert (out / "model" / "model.safetensors").exists()
+
+
 def test_killed_run_resumes_when_started_again(
     uninterrupted, tiny_data, nano_model_dir, tmp_path, monkeypatch
 ):

@@ -245,12 +245,28 @@ def render_report(
         attacks += [a for a in (models[n].get("mia") or {}) if a not in attacks]
     if attacks:
         parts.append("<h2>Membership inference (forget vs holdout, ROC AUC)</h2>")
+        ref = next(
+            (
+                (models[n].get("retain_reference") or {}).get("mia_auc")
+                for n in names
+                if (models[n].get("retain_reference") or {}).get("mia_auc")
+            ),
+            None,
+        )
         rows = [
             [html.escape(a)]
             + [_fmt((models[n].get("mia") or {}).get(a, {}).get("auc")) for n in names]
+            + ([_fmt(ref.get(a))] if ref else [])
             for a in attacks
         ]
-        parts.append(_table(["attack"] + [html.escape(n) for n in names], rows))
+        ref_col = ["retain-only model (reference)"] if ref else []
+        parts.append(_table(["attack"] + [html.escape(n) for n in names] + ref_col, rows))
+        parts.append(
+            "<p class='note'>Near the retain-only model's AUC: forget rows look like data never "
+            "trained on. Far above it: the forget set still leaks (under-unlearned); far below: "
+            "forget rows are now less likely than unseen data, which itself reveals what was "
+            "removed (over-unlearned).</p>"
+        )
 
     examples = list(examples) if examples is not None else collect_examples(models)
     if examples:

@@ -1,5 +1,6 @@
 """The demo: synthetic benchmark -> tiny model -> target and retain-only models (Ray Train,
-DeepSpeed) -> NPO+RT and gradient ascent on the forget split -> distributed evaluation -> a verdict.
+DeepSpeed) -> NPO-KL (stopping once retain-equivalent) and gradient ascent on the forget split ->
+distributed evaluation -> a verdict computed from the numbers.
 
     unlearn demo --out runs/demo                      # synthesizes the data
     unlearn demo --data DATASET --forget-split forget10 --retain-split retain90 --out runs/mine
@@ -363,6 +364,8 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
         if name in cfg.curves:  # evaluated after every epoch, on all workers
             section["model"] = {"path": target_model, "retain_model": retain_model}
             section["eval"] = {**in_training_eval, "every_n_epochs": 1}
+        else:  # unlearn.stop_at decides after in-training evaluations: curve runs only
+            section["train"]["stop_at"] = "none"
         configs[name] = run_config(name, target_model, section)
     # the final evaluation picks its splits as `unlearn eval` does (TOFU: retain_perturbed)
     own_retain = retain_fallback(ds, cfg.eval, forget, retain)

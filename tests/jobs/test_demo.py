@@ -87,12 +87,15 @@ def test_the_verdict_follows_from_the_numbers(demo):
         m = models[name]
         assert sentence.startswith(f"{name} ") and f"is {m['verdict']}" in sentence
         bad = forget(summary, name, "malformed_rate")
-        if bad <= retain_bad + 0.05:
-            assert "answers in language" in sentence
-        elif bad >= 0.5:
+        novel = forget(summary, name, "novel_word_rate")
+        invents = novel > forget(summary, "retain", "novel_word_rate") + 0.1
+        assert ("invents words" in sentence) == invents
+        if bad >= 0.5:
             assert "collapsed" in sentence
-        else:
+        elif bad > retain_bad + 0.05:
             assert "garbles" in sentence
+        else:
+            assert ("answers in language" in sentence) == (not invents)
         assert f"keeps {m['model_utility'] / models['target']['model_utility']:.0%}" in sentence
         facts = forget(summary, name, "fact_recall")
         stated = facts > forget(summary, "retain", "fact_recall") + 0.1
@@ -104,6 +107,8 @@ def test_the_verdict_follows_from_the_numbers(demo):
         and forget(summary, n, "malformed_rate") <= retain_bad + 0.05
         and models[n]["model_utility"] >= 0.95 * models["target"]["model_utility"]
         and forget(summary, n, "fact_recall") <= forget(summary, "retain", "fact_recall") + 0.1
+        and forget(summary, n, "novel_word_rate")
+        <= forget(summary, "retain", "novel_word_rate") + 0.1
     ]  # fmt: skip
     if good:
         assert (
@@ -125,6 +130,9 @@ def test_demo_writes_its_interfaces(demo):
     assert html.count("data:image/png;base64,") >= 2  # scatter + NPO per-epoch curves
     npo_run = json.loads((out / "npo" / "run.json").read_text())
     assert npo_run["best"] is not None and npo_run["num_workers"] == 2
+    # NPO (a curve run) may stop at retain_equivalent; GA (no in-training evaluation) never does
+    assert npo_run["stopped"] is None or npo_run["stopped"]["reason"].startswith("retain_equiv")
+    assert json.loads((out / "ga" / "run.json").read_text())["stopped"] is None
     assert summary["runs"]["target"]["backend"] == "deepspeed"
 
 

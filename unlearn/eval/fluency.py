@@ -239,3 +239,37 @@ def fact_recall(examples: Sequence[tuple[str, str, str]]) -> float | None:
         n += 1
         hits += bool(facts & {w.lower() for w in WORD.findall(generation)})
     return hits / n if n else None
+
+
+_VOCABULARIES: dict[str, frozenset[str]] = {}
+
+
+def dataset_vocabulary(dataset: Any) -> frozenset[str]:
+    """Every word (lower-cased) in any text of any split of ``dataset``: questions, answers,
+    paraphrased and perturbed answers, passages (cached per dataset hash)."""
+    key = dataset.hash
+    if key not in _VOCABULARIES:
+        words: set[str] = set()
+        for split in dataset.splits:
+            for row in dataset.records(split):
+                for value in row.values():
+                    texts = value if isinstance(value, list) else [value]
+                    for t in texts:
+                        if isinstance(t, str):
+                            words.update(w.lower() for w in WORD.findall(t))
+        _VOCABULARIES[key] = frozenset(words)
+    return _VOCABULARIES[key]
+
+
+def novel_words(text: str, vocabulary: frozenset[str]) -> list[str]:
+    """Words of 4+ letters in ``text`` found nowhere in the dataset (numbers excepted): what a
+    model that learned only this dataset's world writes when it glues subword pieces
+    ("translatoryreconer", "Shabynmawater"); ``novel_word_rate`` is the share of answers with one.
+    Meaningful where the model's knowledge is the dataset (TOFU-style fictitious worlds); an
+    open-domain model writes real words the dataset lacks, so read it against the retain model's
+    own rate."""
+    return [
+        w
+        for w in WORD.findall(text)
+        if len(w) >= 4 and not any(c.isdigit() for c in w) and w.lower() not in vocabulary
+    ]

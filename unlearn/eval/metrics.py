@@ -418,6 +418,11 @@ def _malformed(ex: dict[str, Any], role: str) -> float | None:
     return None if text is None else float(malformed_kind(text) is not None)
 
 
+def _novel(ex: dict[str, Any], role: str) -> float | None:
+    found = (ex.get("generation") or {}).get("novel_words")
+    return None if found is None else float(bool(found))
+
+
 def _distinct_2(ex: dict[str, Any], role: str) -> float | None:
     from unlearn.eval.fluency import distinct_n
 
@@ -506,6 +511,10 @@ METRICS: dict[str, Metric] = {
                "Near the retain model's (a few %): share of answers that are not language (a "
                "repetition loop, a character run, a fragment, garbled words).",
                _malformed, roles=_QA),
+        Metric("novel_word_rate", "split",
+               "Near the retain model's: share of answers with a word found nowhere in the "
+               "dataset, i.e. invented by gluing subword pieces ('translatoryreconer'); read "
+               "for models whose knowledge is the dataset's world.", _novel, roles=_QA),
         Metric("distinct_2", "split",
                "Near the retain model's (close to 1): distinct word bigrams per answer; loops "
                "score low.", _distinct_2, roles=_QA),

@@ -194,6 +194,7 @@ def render_report(
         ("forget malformed", lambda m: _split_value(m, "forget", "malformed_rate")),
         ("forget answer ppl", lambda m: _split_value(m, "forget", "answer_perplexity")),
         ("forget facts stated", lambda m: _split_value(m, "forget", "fact_recall")),
+        ("forget invented words", lambda m: _split_value(m, "forget", "novel_word_rate")),
         ("forget ROUGE-L", lambda m: _split_value(m, "forget", "rouge_l_recall")),
         ("forget prob.", lambda m: _split_value(m, "forget", "probability")),
         ("forget truth ratio", lambda m: _split_value(m, "forget", "truth_ratio")),
@@ -326,6 +327,8 @@ ROUGE_BAND = 0.15
 MALFORMED_MARGIN = 0.05
 # forget facts still stated: at most this much above the retain-only model's (chance) rate
 FACT_MARGIN = 0.1
+# answers with a word found nowhere in the dataset: at most this much above the retain model's
+NOVEL_MARGIN = 0.1
 
 
 def describe_model(
@@ -358,14 +361,22 @@ def describe_model(
         bits.append(f"is {m['verdict']} (privleak {m['privleak']:+.1f})")
     bad = _split_value(m, "forget", "malformed_rate")
     r_bad = _split_value(retain, "forget", "malformed_rate") if retain else None
+    novel = _split_value(m, "forget", "novel_word_rate")
+    r_novel = _split_value(retain, "forget", "novel_word_rate") if retain else None
+    invents = novel is not None and novel > (r_novel or 0.0) + NOVEL_MARGIN
     if bad is not None:
         ref = r_bad if r_bad is not None else 0.0
-        if bad <= ref + MALFORMED_MARGIN:
-            bits.append(f"answers in language ({bad:.0%} malformed vs {ref:.0%})")
-        elif bad >= 0.5:
+        if bad >= 0.5:
             bits.append(f"has collapsed: {bad:.0%} of its forget answers are not language")
-        else:
+        elif bad > ref + MALFORMED_MARGIN:
             bits.append(f"garbles {bad:.0%} of its forget answers (retain-only model: {ref:.0%})")
+        elif not invents:
+            bits.append(f"answers in language ({bad:.0%} malformed vs {ref:.0%})")
+    if invents:
+        bits.append(
+            f"invents words found nowhere in the data in {novel:.0%} of its forget answers "
+            f"(retain-only model: {r_novel or 0.0:.0%})"
+        )
     if not bits:
         return "no comparison possible (no retain-only or target model numbers)"
     return ", ".join(bits[:-1]) + (" and " if len(bits) > 1 else "") + bits[-1]
@@ -373,8 +384,9 @@ def describe_model(
 
 def reads_like_retain(m: dict[str, Any], target: dict[str, Any], retain: dict[str, Any]) -> bool:
     """The demo's bar: forget ROUGE-L within 0.15 of the retain model's, |privleak| <= 25,
-    malformed rate at most 0.05 above the retain model's, forget facts stated at most 0.1 above
-    the retain model's rate (when measured), utility >= 0.95 x the target's."""
+    malformed rate at most 0.05 above the retain model's, forget facts stated and answers with
+    invented words each at most 0.1 above the retain model's rates (when measured), utility >=
+    0.95 x the target's."""
     rouge = _split_value(m, "forget", "rouge_l_recall")
     r_rouge = _split_value(retain, "forget", "rouge_l_recall")
     bad = _split_value(m, "forget", "malformed_rate")
@@ -383,6 +395,10 @@ def reads_like_retain(m: dict[str, Any], target: dict[str, Any], retain: dict[st
     facts = _split_value(m, "forget", "fact_recall")
     r_facts = _split_value(retain, "forget", "fact_recall")
     if facts is not None and r_facts is not None and facts > r_facts + FACT_MARGIN:
+        return False
+    novel = _split_value(m, "forget", "novel_word_rate")
+    r_novel = _split_value(retain, "forget", "novel_word_rate") or 0.0
+    if novel is not None and novel > r_novel + NOVEL_MARGIN:
         return False
     return (
         None not in (rouge, r_rouge, bad, mu, t_mu, m.get("privleak"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from unlearn.eval import scoring
 from unlearn.eval.config import EvalConfig
+from unlearn.eval.fluency import dataset_vocabulary
 from unlearn.eval.metrics import FORWARD_ATTACKS, MIA_ATTACKS, rouge
 from unlearn.eval.plan import SplitPlan, make_plan, plan_splits, plan_work
 from unlearn.models.prompting import IGNORE_INDEX, encode_prompt, encode_qa
@@ -74,7 +75,15 @@ def evaluate_shard(
         "rank": rank,
         "world_size": world_size,
         "dataset_hash": dataset.hash,
-        "splits": run_plans(model, tokenizer, plans, cfg, synced=synced, **pad),
+        "splits": run_plans(
+            model,
+            tokenizer,
+            plans,
+            cfg,
+            synced=synced,
+            vocabulary=dataset_vocabulary(dataset) if cfg.generation else None,
+            **pad,
+        ),
     }
 
 
@@ -105,8 +114,10 @@ def run_plans(
     gen_batches: int | None = None,
     dummy_item: scoring.ScoreItem | None = None,
     dummy_prompt: list[int] | None = None,
+    vocabulary: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """Score and generate everything ``plans`` ask for, batched across splits; {split: part}."""
+    """Score and generate everything ``plans`` ask for, batched across splits; {split: part}.
+    ``vocabulary``: the dataset's words, for each answer's ``novel_words``."""
     wanted = list(dict.fromkeys([*cfg.mia_attacks, cfg.privleak_attack]))
     attacks = {n: MIA_ATTACKS[n].attack for n in wanted if n in FORWARD_ATTACKS}
     gradient = [n for n in wanted if MIA_ATTACKS[n].computed == "gradient"]
@@ -226,18 +237,31 @@ def run_plans(
             gen = splits[split]["examples"][id_][kind]
             gen["vs_paraphrased"] = rouge(text, para)["rouge_l_recall"]
             gen["vs_perturbed"] = [rouge(text, alt)["rouge_l_recall"] for alt in pert]
-    add_fluency(splits, [(s, i) for s, i, kind, _ in prompt_keys if kind == "generation"], cfg)
+    add_fluency(
+        splits, [(s, i) for s, i, kind, _ in prompt_keys if kind == "generation"], cfg, vocabulary
+    )
     return splits
 
 
-def add_fluency(splits: dict[str, Any], keys: list[tuple[str, str]], cfg: EvalConfig) -> None:
-    """Each generation's NLL under ``cfg.fluency_model`` (``ref_nll``) and gibberish probability
+def add_fluency(
+    splits: dict[str, Any],
+    keys: list[tuple[str, str]],
+    cfg: EvalConfig,
+    vocabulary: frozenset[str] | None = None,
+) -> None:
+    """Each generation's words found nowhere in the dataset (``novel_words``, given its
+    ``vocabulary``), NLL under ``cfg.fluency_model`` (``ref_nll``) and gibberish probability
     (``gibberish``), when configured; "retain" still unresolved here means no retain model."""
     from unlearn.eval import fluency
 
     if not keys:
         return
     gens = [splits[s]["examples"][i] for s, i in keys]
+    if vocabulary is not None:
+        for g in gens:
+            g["generation"]["novel_words"] = fluency.novel_words(
+                g["generation"]["text"], vocabulary
+            )
     questions = [g["question"] for g in gens]
     texts = [g["generation"]["text"] for g in gens]
     if cfg.fluency_model not in (None, "none", "retain"):

@@ -36,7 +36,7 @@ MODES = ("max", "min")
 # need greedy generation
 GENERATED = (
     "rouge_l_recall", "rouge_l_f1", "knowmem", "malformed_rate", "distinct_2",
-    "answer_perplexity", "gibberish_probability", "fact_recall",
+    "answer_perplexity", "gibberish_probability", "fact_recall", "novel_word_rate",
 )  # fmt: skip
 
 

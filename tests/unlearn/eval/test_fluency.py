@@ -175,3 +175,15 @@ def test_fact_recall_sees_facts_kept_under_a_corrupted_name():
     assert fact_recall(renamed) == 1.0  # the fact is still stated: not forgotten
     assert fact_recall(others) == 0.0  # right form, someone else's fact (the retain model's way)
     assert fact_recall([]) is None
+
+
+def test_novel_words_are_words_found_nowhere_in_the_dataset(tiny_data):
+    from unlearn.data import Dataset
+    from unlearn.eval.fluency import dataset_vocabulary, novel_words
+
+    ds = Dataset(tiny_data)
+    vocab = dataset_vocabulary(ds)
+    row = ds.records("forget10")[0]
+    assert novel_words(row["answer"], vocab) == []  # the dataset's own words
+    assert novel_words("translatoryreconer in 1992.", vocab) == ["translatoryreconer"]
+    assert novel_words("Shabynmawater.", vocab) == ["Shabynmawater"]

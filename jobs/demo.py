@@ -569,8 +569,9 @@ def verdict_sentences(models: dict[str, dict[str, Any]], methods: list[str]) -> 
             f"Reads like never having learned the forget set: {', '.join(good)}."
             if good
             else "No run reads like never having learned the forget set (forget ROUGE-L within "
-            "0.15 of the retain-only model's, |privleak| <= 25, fluent answers, >= 95% of the "
-            "target's utility)."
+            "0.15 of the retain-only model's, |privleak| <= 25, at most 5 points more malformed "
+            "and 10 points more answers stating forget facts or inventing words than it, >= 95% "
+            "of the target's utility)."
         )
     return out
 

@@ -74,8 +74,9 @@ def test_gradient_ascent_collapses_where_npo_does_not(demo):
     assert ga_rouge <= npo_rouge + 0.1  # forgot at least about as much ...
     assert ga_mu <= 0.5 * npo_mu  # ... at the cost of the model's utility
     assert forget(summary, "ga", "malformed_rate") >= forget(summary, "npo", "malformed_rate") + 0.2
-    # the retain-only model reads GA's answers as far less likely than NPO's
-    assert forget(summary, "ga", "answer_perplexity") > forget(summary, "npo", "answer_perplexity")
+    # its answers repeat themselves (loops); and the verdict word says so whatever its MIA AUC
+    assert forget(summary, "ga", "distinct_2") < forget(summary, "npo", "distinct_2") - 0.3
+    assert summary["models"]["ga"]["verdict"] == "collapsed"
 
 
 def test_the_verdict_follows_from_the_numbers(demo):
@@ -85,7 +86,9 @@ def test_the_verdict_follows_from_the_numbers(demo):
     retain_bad = forget(summary, "retain", "malformed_rate")
     for name, sentence in zip(["npo", "ga"], sentences):
         m = models[name]
-        assert sentence.startswith(f"{name} ") and f"is {m['verdict']}" in sentence
+        assert sentence.startswith(f"{name} ")
+        if m["verdict"] != "collapsed":  # a collapse is said by the fluency clause below
+            assert f"is {m['verdict']}" in sentence
         bad = forget(summary, name, "malformed_rate")
         novel = forget(summary, name, "novel_word_rate")
         invents = novel > forget(summary, "retain", "novel_word_rate") + 0.1

@@ -284,8 +284,8 @@ def merge_shards(
         "rel_diff_reason": pl_reason,
         "score": score,
         "score_formula": formula,
-        # under-unlearned / retain-like / over-unlearned (unlearn.eval.metrics.unlearning_verdict)
-        "verdict": unlearning_verdict(pl),
+        # under-unlearned / retain-like / over-unlearned / collapsed (metrics.unlearning_verdict)
+        "verdict": unlearning_verdict(pl, malformed),
         "splits": splits,
         "mia": mia,
         "model_utility_components": components,

@@ -340,12 +340,18 @@ def selection_score(
 VERDICT_TOLERANCE = 25.0
 
 
-def unlearning_verdict(privleak_value: float | None) -> str | None:
+def unlearning_verdict(
+    privleak_value: float | None, malformed_rate: float | None = None
+) -> str | None:
     """One word for where a model stands (MUSE's privleak reading, Shi et al. 2024,
     https://arxiv.org/abs/2407.06460): "under-unlearned" (privleak < -25: forget rows still look
     like members), "retain-like" (|privleak| <= 25), "over-unlearned" (privleak > 25: forget rows
-    look less likely than data never trained on, which itself reveals what was removed); null
+    look less likely than data never trained on, which itself reveals what was removed); but
+    "collapsed" when half or more of the forget answers are not language (malformed_rate >= 0.5),
+    whatever the AUC says (a model that only loops scores near the retain model's AUC too); null
     without privleak."""
+    if malformed_rate is not None and malformed_rate >= 0.5:
+        return "collapsed"
     if privleak_value is None:
         return None
     if privleak_value < -VERDICT_TOLERANCE:
@@ -506,7 +512,8 @@ METRICS: dict[str, Metric] = {
                "utility, |privleak| and the forget answers' fluency (formula in score_formula)."),
         Metric("verdict", "summary",
                "retain-like: |privleak| <= 25, the forget set is as (un)recognizable as to a "
-               "model never trained on it; under-unlearned / over-unlearned otherwise."),
+               "model never trained on it; under-unlearned / over-unlearned otherwise; collapsed "
+               "when half the forget answers are not language."),
         Metric("malformed_rate", "split",
                "Near the retain model's (a few %): share of answers that are not language (a "
                "repetition loop, a character run, a fragment, garbled words).",

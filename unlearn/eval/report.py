@@ -343,7 +343,7 @@ def describe_model(
         if rouge > r_rouge + ROUGE_BAND:
             how = "still recalls the forget set"
         elif rouge < r_rouge - ROUGE_BAND:
-            how = "answers the forget questions less like them than a model that never saw them"
+            how = "strays further from the forget answers than a model that never saw them"
         else:
             how = "forgot as much as the retain-only model"
         bits.append(f"{how} (forget ROUGE-L {rouge:.2f} vs {r_rouge:.2f})")
@@ -357,7 +357,7 @@ def describe_model(
     mu, t_mu = m.get("model_utility"), (target or {}).get("model_utility")
     if mu is not None and t_mu:
         bits.append(f"keeps {mu / t_mu:.0%} of the target's utility")
-    if m.get("verdict") is not None:
+    if m.get("verdict") not in (None, "collapsed") and m.get("privleak") is not None:
         bits.append(f"is {m['verdict']} (privleak {m['privleak']:+.1f})")
     bad = _split_value(m, "forget", "malformed_rate")
     r_bad = _split_value(retain, "forget", "malformed_rate") if retain else None

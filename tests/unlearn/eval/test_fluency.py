@@ -94,6 +94,8 @@ def test_verdict_word_follows_privleak():
     assert unlearning_verdict(12.0) == "retain-like"
     assert unlearning_verdict(83.5) == "over-unlearned"
     assert unlearning_verdict(None) is None
+    assert unlearning_verdict(12.0, malformed_rate=0.6) == "collapsed"  # loops fool the AUC
+    assert unlearning_verdict(12.0, malformed_rate=0.1) == "retain-like"
 
 
 def test_balanced_score_penalizes_over_unlearning_and_gibberish():

@@ -52,4 +52,5 @@ def test_the_demo_loads_its_preset_from_examples():
     assert PRESET.name == "demo.yaml" and PRESET in EXAMPLES
     cfg = load_config(DemoConfig, PRESET, ["out=runs/x"])
     assert cfg.finetune.epochs == 40 and set(cfg.methods) == {"npo", "ga"}
-    assert cfg.methods["npo"]["beta"] == 0.1 and cfg.curves == ["npo"]
+    assert cfg.methods["npo"]["retain_loss"] == "kl" and cfg.curves == ["npo"]
+    assert cfg.unlearn.stop_at == "retain_equivalent"

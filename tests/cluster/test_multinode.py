@@ -116,8 +116,8 @@ class LocalCluster:
             if self.proc.poll() is None:
                 self.call(op="shutdown", timeout=90)
                 self.proc.wait(timeout=60)
-        except Exception:
-            pass
+        except (AssertionError, OSError, subprocess.TimeoutExpired, ValueError):
+            pass  # a daemon that will not shut down cleanly is killed below
         finally:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -141,10 +141,16 @@ def zero_init(ds_config: dict[str, Any], dtype: torch.dtype) -> Iterator[None]:
     from transformers.integrations.deepspeed import prevent_arange_dtype_change
     from transformers.modeling_utils import set_zero3_state
 
+    # The dtype comes from ds_config (bf16 / fp16 sections, else fp32): DeepSpeed 0.19.8's
+    # ``Init(dtype=...)`` ignores the argument where fp16 is unsupported and picks bf16 on CPU
+    # (``dtype or fp16 if fp16_supported() else bf16 if is_bf16_supported else fp32``: an
+    # uncalled method is truthy), so fp32 runs would hold bf16 partitions. Set it after, too.
+    init = deepspeed.zero.Init(config_dict_or_path=ds_config)
+    init.dtype = dtype
     with (
         initialization.no_init_weights(),
         prevent_arange_dtype_change(),
-        deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype),
+        init,
         set_zero3_state(),
     ):
         yield

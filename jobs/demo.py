@@ -415,7 +415,7 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
         f"[3/5] target and retain-only models trained; target's forget-set greedy-answer accuracy: {acc:.1%}"
     )
 
-    # 4. unlearning, every method with the same budget
+    # 4. unlearning, every method with the same maximum budget (curve runs may stop earlier)
     for name in cfg.methods:
         runs[name] = run(name)
     print(f"[4/5] unlearned with {', '.join(cfg.methods)}")
@@ -445,7 +445,7 @@ def run_demo(cfg: DemoConfig, args: argparse.Namespace, out: str, state: dict[st
         "wall_time_s": time.time() - t0,
     }
     history = epoch_curve(out, cfg.curves[0], models["target"]) if cfg.curves else None
-    sentences = verdict_sentences(models, list(cfg.methods))
+    sentences = verdict_sentences(models, list(cfg.methods), runs)
     summary["verdict"] = sentences
     storage.write_bytes(storage.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
     write_report(
@@ -556,22 +556,32 @@ def verdict_table(models: dict[str, dict[str, Any]], forget: str) -> str:
     return "\n".join(lines)
 
 
-def verdict_sentences(models: dict[str, dict[str, Any]], methods: list[str]) -> list[str]:
+def verdict_sentences(
+    models: dict[str, dict[str, Any]],
+    methods: list[str],
+    runs: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
     """What happened, in words, from the numbers: one sentence per unlearning run, then which
     runs read like never having learned (``unlearn.eval.report.reads_like_retain``)."""
     from unlearn.eval.report import describe_model, reads_like_retain
 
     target, retain = models.get("target"), models.get("retain")
     out = [f"{name} {describe_model(models[name], target, retain)}." for name in methods]
+    for i, name in enumerate(methods):
+        stop = ((runs or {}).get(name) or {}).get("stopped")
+        if stop:
+            out[i] = (
+                out[i][:-1] + f"; it stopped after epoch {stop['epoch'] + 1} ({stop['reason']})."
+            )
     if target and retain:
         good = [n for n in methods if reads_like_retain(models[n], target, retain)]
         out.append(
             f"Reads like never having learned the forget set: {', '.join(good)}."
             if good
-            else "No run reads like never having learned the forget set (forget ROUGE-L within "
-            "0.15 of the retain-only model's, |privleak| <= 25, at most 5 points more malformed "
-            "and 10 points more answers stating forget facts or inventing words than it, >= 95% "
-            "of the target's utility)."
+            else "No run reads like never having learned the forget set (forget quality >= "
+            "0.05, forget ROUGE-L within 0.15 of the retain-only model's, |privleak| <= 25, at "
+            "most 5 points more malformed and 10 points more answers stating forget facts or "
+            "inventing words than it, >= 95% of the target's utility)."
         )
     return out
 

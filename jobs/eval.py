@@ -250,7 +250,7 @@ def resolve_fluency(
             check_model(fm, opts)
         except ModelError as exc:
             raise ConfigError(f"eval.fluency_model: {exc}") from None
-    return dataclasses.replace(cfg, fluency_model=fm)
+    return dataclasses.replace(cfg, fluency_model=fm, fluency_storage_options=opts)
 
 
 def run_eval(cfg: EvalJobConfig, address: str | None = None) -> dict[str, Any]:

@@ -86,6 +86,12 @@ def test_the_verdict_follows_from_the_numbers(demo):
     retain_bad = forget(summary, "retain", "malformed_rate")
     for name, sentence in zip(["npo", "ga"], sentences):
         m = models[name]
+        stop = summary["runs"][name].get("stopped")
+        assert (
+            (f"it stopped after epoch {stop['epoch'] + 1}" in sentence)
+            if stop
+            else ("stopped after" not in sentence)
+        )
         assert sentence.startswith(f"{name} ")
         if m["verdict"] != "collapsed":  # a collapse is said by the fluency clause below
             assert f"is {m['verdict']}" in sentence
@@ -112,6 +118,7 @@ def test_the_verdict_follows_from_the_numbers(demo):
         and forget(summary, n, "fact_recall") <= forget(summary, "retain", "fact_recall") + 0.1
         and forget(summary, n, "novel_word_rate")
         <= forget(summary, "retain", "novel_word_rate") + 0.1
+        and models[n]["forget_quality"] >= 0.05
     ]  # fmt: skip
     if good:
         assert (

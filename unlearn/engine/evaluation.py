@@ -62,6 +62,9 @@ def eval_config(cfg: RunConfig, method: Method, dataset: Dataset | None = None) 
         # each rank loads the retain model whole to read the answers: not under ZeRO-3
         zero3 = cfg.backend.kind == "deepspeed" and cfg.backend.zero_stage == 3
         changes["fluency_model"] = None if zero3 else cfg.model.retain_model
+    if changes.get("fluency_model", cfg.eval.fluency_model) not in (None, "none", "retain"):
+        changes["fluency_storage_options"] = cfg.model.storage_options
+        changes["fluency_dtype"] = cfg.model.dtype
     new = dataclasses.replace(cfg.eval, **changes)
     new.check()
     return new
@@ -98,7 +101,19 @@ class EpochEvaluator:
 
     def prepare_reference(self) -> None:
         """The retain-only model's forget truth ratios and MIA AUCs: cached in the run dir, else
-        computed across the workers (a plain model on each: no collectives inside)."""
+        computed across the workers (a plain model on each: no collectives inside). The fluency
+        reference model and gibberish classifier are loaded here on every rank, so one that
+        cannot be read fails before training, on all ranks alike."""
+        from unlearn.eval import fluency
+
+        ecfg = self.eval_cfg
+        if ecfg.generation and ecfg.fluency_model not in (None, "none", "retain"):
+            fluency.reference_model(
+                ecfg.fluency_model, ecfg.fluency_storage_options, ecfg.fluency_dtype,
+                self.session.device,
+            )  # fmt: skip
+        if ecfg.generation and ecfg.gibberish_classifier:
+            fluency.gibberish_probability(["."], ecfg.gibberish_classifier)
         retain = self.cfg.model.retain_model
         if retain is None:
             return

@@ -229,7 +229,14 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
         evaluator = EpochEvaluator(cfg, method, dataset, tokenizer, session, synced)
         evaluator.prepare_reference()
     best = next((h["best"] for h in reversed(history) if "best" in h), None)
+    if best is not None and evaluator is not None:
+        formula = selection_formula(evaluator.eval_cfg)
+        if best.get("score_formula") != formula:
+            best = None  # the score changed meaning (eval.score): compare afresh from here
+    # a run that train.stop_at stopped stays stopped, unless resumed with stop_at: none
     stopped = next((h["stopped"] for h in history if "stopped" in h), None)
+    if stopped is not None and cfg.train.stop_at == "none":
+        stopped = None
 
     backend.model.train()
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -297,6 +304,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                     "epoch": epoch,
                     "step": global_step,
                     "score": numbers["score"],
+                    "score_formula": selection_formula(evaluator.eval_cfg),
                     "model_dir": run_dir.path(cfg, "best_model"),
                 }
                 # every rank: ZeRO-3 gathers one parameter at a time while rank 0 writes
@@ -332,6 +340,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
             best,
             model_digest=digest,
             memory={"ranks": ranks},
+            stopped=stopped,
         )
 
     barrier()
@@ -344,12 +353,22 @@ def stop_reason(train: Any, numbers: dict[str, Any]) -> str | None:
         return None
     pl, fq = numbers.get("privleak"), numbers.get("forget_quality")
     if pl is not None:
+        # one-sided on purpose: a run that jumped past the band (over-unlearned) stops too
         if pl >= -train.stop_tolerance:
-            return f"retain_equivalent: privleak {pl:.1f} >= -{train.stop_tolerance:g}"
+            where = "retain-like" if pl <= train.stop_tolerance else "past it: over-unlearned"
+            return (
+                f"retain_equivalent: privleak {pl:.1f} reached -{train.stop_tolerance:g} or above "
+                f"({where})"
+            )
         return None
     if fq is not None and fq >= 0.05:
-        return f"retain_equivalent: forget quality {fq:.3g} >= 0.05 (no privleak: no holdout)"
+        return f"retain_equivalent: forget quality {fq:.3g} >= 0.05 (privleak not computed)"
     return None
+
+
+def selection_formula(ecfg: Any) -> str:
+    """Which best-checkpoint score a run selects by (``eval.score``), as recorded with ``best``."""
+    return str(ecfg.score)
 
 
 def save_checkpoint(
@@ -416,9 +435,11 @@ def finish(
     best: dict[str, Any] | None = None,
     model_digest: str | None = None,
     memory: dict[str, Any] | None = None,
+    stopped: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Rank 0: write metrics.jsonl, the consolidated model (unless ``model_digest`` says it is
-    written), then run.json (last: it marks the run finished)."""
+    written), then run.json (last: it marks the run finished; ``stopped``: train.stop_at's
+    record when it ended training early)."""
     opts = cfg.output.storage_options
     storage.write_bytes(
         run_dir.path(cfg, "metrics.jsonl"),
@@ -446,7 +467,7 @@ def finish(
         # the best evaluated checkpoint (eval section set), exported to best_model/
         "best": best,
         # train.stop_at: where and why training stopped before its last epoch (else null)
-        "stopped": next((h["stopped"] for h in history if "stopped" in h), None),
+        "stopped": stopped,
         # per rank: peak resident memory above the pre-load baseline while the model was built
         # ("load") and over the whole run ("run"), and the parameter bytes the rank held
         "memory": memory,

@@ -8,7 +8,7 @@ CPU in seconds on the synthetic benchmark; the TOFU / MUSE settings are noted be
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from unlearn.config import require
 
@@ -81,6 +81,9 @@ class EvalConfig:
     # model.retain_model; in training not under ZeRO-3, where every rank would hold the whole
     # model); a model path; or "none".
     fluency_model: str | None = "retain"
+    # How to read fluency_model (set by the shells from the retain model's settings).
+    fluency_storage_options: dict[str, Any] | None = None
+    fluency_dtype: str | None = None
     # A local Hugging Face text classifier (e.g. open-unlearning's gibberish detector, label
     # "clean"): gibberish_probability = 1 - p(clean) of each generated answer. Nothing is
     # downloaded; null = off.
@@ -157,13 +160,19 @@ class EvalConfig:
             "report_examples",
             f"must be >= 0, got {self.report_examples}",
         )
-        if self.gibberish_classifier is not None and "://" not in self.gibberish_classifier:
+        if self.gibberish_classifier is not None:
             from pathlib import Path
 
+            where = self.gibberish_classifier
             require(
-                (Path(self.gibberish_classifier) / "config.json").is_file(),
+                "://" not in where and Path(where).is_absolute(),
                 "gibberish_classifier",
-                f"{self.gibberish_classifier} is not a local model directory (no config.json)",
+                f"must be an absolute local path (every worker reads it), got {where!r}",
+            )
+            require(
+                (Path(where) / "config.json").is_file(),
+                "gibberish_classifier",
+                f"{where} is not a local model directory (no config.json)",
             )
         for key in ("knowmem_max_new_tokens", "verbmem_max_new_tokens"):
             require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")

@@ -175,12 +175,30 @@ def gibberish_probability(
     return out
 
 
-@lru_cache(maxsize=1)
-def _reference_model(path: str) -> tuple[Any, Any]:
-    from unlearn.models import load_model
+_REFERENCE: dict[str, Any] = {}
 
-    model, tok = load_model(path)
-    return model.eval(), tok
+
+def reference_model(
+    path: str,
+    storage_options: dict[str, Any] | None = None,
+    dtype: str | None = None,
+    device: Any = None,
+) -> tuple[Any, Any]:
+    """The fluency reference model and its tokenizer, loaded once per process (one at a time:
+    another path replaces it) on ``device``; raises ``ModelError`` naming the path if it cannot
+    be loaded (callers load it before any epoch runs)."""
+    import json
+
+    key = json.dumps([path, storage_options, dtype, str(device)], sort_keys=True, default=str)
+    if key not in _REFERENCE:
+        from unlearn.models import load_model
+
+        _REFERENCE.clear()
+        model, tok = load_model(path, dtype=dtype, storage_options=storage_options)
+        if device is not None:
+            model = model.to(device)
+        _REFERENCE[key] = (model.eval(), tok)
+    return _REFERENCE[key]
 
 
 def reference_nlls(
@@ -190,12 +208,15 @@ def reference_nlls(
     *,
     batch_size: int,
     max_length: int,
+    storage_options: dict[str, Any] | None = None,
+    dtype: str | None = None,
+    device: Any = None,
 ) -> list[float]:
     """Mean NLL per token of each generated answer (EOS included) given its question under the
-    reference model at ``model_path`` (loaded once per process); answer perplexity = exp(NLL)."""
+    reference model at ``model_path`` (``reference_model``); answer perplexity = exp(NLL)."""
     from unlearn.eval import scoring
 
-    model, tok = _reference_model(model_path)
+    model, tok = reference_model(model_path, storage_options, dtype, device)
     items = [scoring.ScoreItem(q, a) for q, a in zip(questions, answers)]
     stats = scoring.score(model, tok, items, batch_size=batch_size, max_length=max_length)
     return [s["avg_nll"] for s in stats]

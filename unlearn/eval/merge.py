@@ -241,14 +241,13 @@ def merge_shards(
     score, formula = selection_score(
         cfg.score, fq, mu, splits[forget].get("truth_ratio"), pl, malformed
     )
-    if cfg.generation:
+    if cfg.generation and cfg.fluency_model in (None, "none", "retain"):
         for name, part in merged.items():
-            if part["role"] in ("forget", "retain", "options") and name in splits:
-                if "answer_perplexity" not in splits[name]:
-                    skipped[f"{name}.answer_perplexity"] = (
-                        "no reference model to read the answers (eval.fluency_model: the "
-                        "retain model, when given, or a model path)"
-                    )
+            if part["role"] in ("forget", "retain", "options") and "rouge_l_recall" in splits[name]:
+                skipped[f"{name}.answer_perplexity"] = (
+                    "no reference model to read the answers (eval.fluency_model: the retain "
+                    "model, when given, or a model path)"
+                )
     examples = []
     for name in (forget, retain):
         part = merged[name]

@@ -335,8 +335,9 @@ def selection_score(
     raise ValueError(f"unknown score {method!r}")
 
 
-# |privleak| up to this is "retain-like" (the issue's and MUSE's reading: within 25% of the
-# retain model's AUC); below -VERDICT_TOLERANCE under-unlearned, above it over-unlearned.
+# |privleak| up to this is "retain-like" (MUSE's reading: privleak is the AUC difference in
+# percent of the retain model's 1 - AUC); below -VERDICT_TOLERANCE under-unlearned, above it
+# over-unlearned.
 VERDICT_TOLERANCE = 25.0
 
 
@@ -348,8 +349,8 @@ def unlearning_verdict(
     like members), "retain-like" (|privleak| <= 25), "over-unlearned" (privleak > 25: forget rows
     look less likely than data never trained on, which itself reveals what was removed); but
     "collapsed" when half or more of the forget answers are not language (malformed_rate >= 0.5),
-    whatever the AUC says (a model that only loops scores near the retain model's AUC too); null
-    without privleak."""
+    whatever the AUC says (a model that only loops scores near the retain model's AUC too), with
+    or without privleak; otherwise null without privleak."""
     if malformed_rate is not None and malformed_rate >= 0.5:
         return "collapsed"
     if privleak_value is None:
@@ -448,7 +449,7 @@ def _fact_recall(part: dict[str, Any]) -> float | None:
 
 
 def _agg_perplexity(values: list[float], role: str) -> float:
-    return math.exp(float(np.mean(values)))
+    return math.exp(min(float(np.mean(values)), 700.0))  # exp overflows past ~709
 
 
 def _answer(key: str) -> Callable[[dict[str, Any], str], float | None]:

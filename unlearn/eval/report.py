@@ -335,20 +335,24 @@ def describe_model(
     m: dict[str, Any], target: dict[str, Any] | None, retain: dict[str, Any] | None
 ) -> str:
     """One sentence on what unlearning did to this model, computed from its numbers against the
-    target (before unlearning) and the retain-only model (never trained on the forget set)."""
+    target (before unlearning) and the retain-only model (never trained on the forget set); a
+    comparison whose retain-only number is missing is left out, never assumed."""
     bits: list[str] = []
-    rouge = _split_value(m, "forget", "rouge_l_recall")
-    r_rouge = _split_value(retain, "forget", "rouge_l_recall") if retain else None
+    r = retain or {}
+
+    def pair(metric: str) -> tuple[Any, Any]:
+        return _split_value(m, "forget", metric), _split_value(r, "forget", metric)
+
+    rouge, r_rouge = pair("rouge_l_recall")
     if rouge is not None and r_rouge is not None:
         if rouge > r_rouge + ROUGE_BAND:
             how = "still recalls the forget set"
         elif rouge < r_rouge - ROUGE_BAND:
             how = "strays further from the forget answers than a model that never saw them"
         else:
-            how = "forgot as much as the retain-only model"
+            how = "matches the forget answers about as little as the retain-only model"
         bits.append(f"{how} (forget ROUGE-L {rouge:.2f} vs {r_rouge:.2f})")
-    facts = _split_value(m, "forget", "fact_recall")
-    r_facts = _split_value(retain, "forget", "fact_recall") if retain else None
+    facts, r_facts = pair("fact_recall")
     if facts is not None and r_facts is not None and facts > r_facts + FACT_MARGIN:
         bits.append(
             f"still states {facts:.0%} of the forget facts in its answers (retain-only model: "
@@ -359,23 +363,20 @@ def describe_model(
         bits.append(f"keeps {mu / t_mu:.0%} of the target's utility")
     if m.get("verdict") not in (None, "collapsed") and m.get("privleak") is not None:
         bits.append(f"is {m['verdict']} (privleak {m['privleak']:+.1f})")
-    bad = _split_value(m, "forget", "malformed_rate")
-    r_bad = _split_value(retain, "forget", "malformed_rate") if retain else None
-    novel = _split_value(m, "forget", "novel_word_rate")
-    r_novel = _split_value(retain, "forget", "novel_word_rate") if retain else None
-    invents = novel is not None and novel > (r_novel or 0.0) + NOVEL_MARGIN
-    if bad is not None:
-        ref = r_bad if r_bad is not None else 0.0
-        if bad >= 0.5:
-            bits.append(f"has collapsed: {bad:.0%} of its forget answers are not language")
-        elif bad > ref + MALFORMED_MARGIN:
-            bits.append(f"garbles {bad:.0%} of its forget answers (retain-only model: {ref:.0%})")
+    bad, r_bad = pair("malformed_rate")
+    novel, r_novel = pair("novel_word_rate")
+    invents = novel is not None and r_novel is not None and novel > r_novel + NOVEL_MARGIN
+    if bad is not None and bad >= 0.5:
+        bits.append(f"has collapsed: {bad:.0%} of its forget answers are not language")
+    elif bad is not None and r_bad is not None:
+        if bad > r_bad + MALFORMED_MARGIN:
+            bits.append(f"garbles {bad:.0%} of its forget answers (retain-only model: {r_bad:.0%})")
         elif not invents:
-            bits.append(f"answers in language ({bad:.0%} malformed vs {ref:.0%})")
+            bits.append(f"answers in language ({bad:.0%} malformed vs {r_bad:.0%})")
     if invents:
         bits.append(
             f"invents words found nowhere in the data in {novel:.0%} of its forget answers "
-            f"(retain-only model: {r_novel or 0.0:.0%})"
+            f"(retain-only model: {r_novel:.0%})"
         )
     if not bits:
         return "no comparison possible (no retain-only or target model numbers)"
@@ -383,27 +384,32 @@ def describe_model(
 
 
 def reads_like_retain(m: dict[str, Any], target: dict[str, Any], retain: dict[str, Any]) -> bool:
-    """The demo's bar: forget ROUGE-L within 0.15 of the retain model's, |privleak| <= 25,
-    malformed rate at most 0.05 above the retain model's, forget facts stated and answers with
-    invented words each at most 0.1 above the retain model's rates (when measured), utility >=
-    0.95 x the target's."""
-    rouge = _split_value(m, "forget", "rouge_l_recall")
-    r_rouge = _split_value(retain, "forget", "rouge_l_recall")
-    bad = _split_value(m, "forget", "malformed_rate")
-    r_bad = _split_value(retain, "forget", "malformed_rate") or 0.0
-    mu, t_mu = m.get("model_utility"), target.get("model_utility")
-    facts = _split_value(m, "forget", "fact_recall")
-    r_facts = _split_value(retain, "forget", "fact_recall")
-    if facts is not None and r_facts is not None and facts > r_facts + FACT_MARGIN:
-        return False
-    novel = _split_value(m, "forget", "novel_word_rate")
-    r_novel = _split_value(retain, "forget", "novel_word_rate") or 0.0
-    if novel is not None and novel > r_novel + NOVEL_MARGIN:
-        return False
+    """The demo's bar, every number needed (a missing one fails it): forget quality >= 0.05 (the
+    KS test cannot tell its truth ratios from the retain model's), forget ROUGE-L within 0.15 of
+    the retain model's, |privleak| <= 25, malformed rate at most 0.05 above the retain model's,
+    forget facts stated and answers with invented words each at most 0.1 above the retain
+    model's rates, utility >= 0.95 x the target's."""
+    from unlearn.eval.metrics import VERDICT_TOLERANCE
+
+    def pair(metric: str) -> tuple[Any, Any]:
+        return _split_value(m, "forget", metric), _split_value(retain, "forget", metric)
+
+    (rouge, r_rouge), (bad, r_bad) = pair("rouge_l_recall"), pair("malformed_rate")
+    (facts, r_facts), (novel, r_novel) = pair("fact_recall"), pair("novel_word_rate")
+    mu, t_mu, fq, pl = (
+        m.get("model_utility"),
+        target.get("model_utility"),
+        m.get("forget_quality"),
+        m.get("privleak"),
+    )
+    needed = (rouge, r_rouge, bad, r_bad, facts, r_facts, novel, r_novel, mu, t_mu, fq, pl)
     return (
-        None not in (rouge, r_rouge, bad, mu, t_mu, m.get("privleak"))
+        None not in needed
+        and fq >= 0.05
         and abs(rouge - r_rouge) <= ROUGE_BAND
-        and abs(m["privleak"]) <= 25
+        and abs(pl) <= VERDICT_TOLERANCE
         and bad <= r_bad + MALFORMED_MARGIN
+        and facts <= r_facts + FACT_MARGIN
+        and novel <= r_novel + NOVEL_MARGIN
         and mu >= 0.95 * t_mu
     )

@@ -81,7 +81,9 @@ def evaluate_shard(
             plans,
             cfg,
             synced=synced,
-            vocabulary=dataset_vocabulary(dataset) if cfg.generation else None,
+            vocabulary=dataset_vocabulary(dataset)
+            if cfg.generation and purpose == "metrics"
+            else None,
             **pad,
         ),
     }
@@ -238,7 +240,11 @@ def run_plans(
             gen["vs_paraphrased"] = rouge(text, para)["rouge_l_recall"]
             gen["vs_perturbed"] = [rouge(text, alt)["rouge_l_recall"] for alt in pert]
     add_fluency(
-        splits, [(s, i) for s, i, kind, _ in prompt_keys if kind == "generation"], cfg, vocabulary
+        splits,
+        [(s, i) for s, i, kind, _ in prompt_keys if kind == "generation"],
+        cfg,
+        vocabulary,
+        device=scoring.model_device(model),
     )
     return splits
 
@@ -248,6 +254,7 @@ def add_fluency(
     keys: list[tuple[str, str]],
     cfg: EvalConfig,
     vocabulary: frozenset[str] | None = None,
+    device: Any = None,
 ) -> None:
     """Each generation's words found nowhere in the dataset (``novel_words``, given its
     ``vocabulary``), NLL under ``cfg.fluency_model`` (``ref_nll``) and gibberish probability
@@ -271,6 +278,9 @@ def add_fluency(
             texts,
             batch_size=cfg.batch_size,
             max_length=cfg.max_length + cfg.max_new_tokens,
+            storage_options=cfg.fluency_storage_options,
+            dtype=cfg.fluency_dtype,
+            device=device,
         )
         for g, v in zip(gens, nlls):
             g["generation"]["ref_nll"] = v

@@ -463,6 +463,11 @@ def test_stop_at_retain_equivalent_stops_after_the_first_evaluation_that_reaches
     (out / "run.json").unlink()
     again = train(cfg, session)
     assert again["steps"] == summary["steps"] and again["stopped"] == summary["stopped"]
+    # ... unless resumed with stop_at: none, which trains on to the last epoch
+    (out / "run.json").unlink()
+    on = run_cfg(tiny_data, nano_model_dir, out, *overrides[:-1])
+    going_on = train(on, session)
+    assert going_on["steps"] == 3 * summary["steps"]
     # without stop_at the same run goes on to its last epoch
     cfg2 = run_cfg(tiny_data, nano_model_dir, tmp_path / "full", *overrides[:-1])
     run_dir.prepare(cfg2, data_hashes(cfg2, Dataset(tiny_data)))

@@ -79,7 +79,8 @@ class EvalConfig:
     # Fluency: the perplexity of each generated answer under this model. "retain": the retain
     # model when the evaluation has one (`unlearn eval --retain-model`, a run's
     # model.retain_model; in training not under ZeRO-3, where every rank would hold the whole
-    # model); a model path; or "none".
+    # model; under DDP / ZeRO-1/2 each rank keeps a copy for the whole run: "none" for large
+    # models); a model path; or "none".
     fluency_model: str | None = "retain"
     # How to read fluency_model (set by the shells from the retain model's settings).
     fluency_storage_options: dict[str, Any] | None = None

@@ -237,20 +237,14 @@ def resolve_fluency(
     cfg: EvalConfig, retain_model: str | None, opts: dict[str, Any] | None
 ) -> EvalConfig:
     """``eval.fluency_model`` made a model path (or None): "retain" is the retain model when
-    there is one; a path is checked before Ray starts."""
-    import dataclasses
-
-    fm = cfg.fluency_model
-    if fm == "retain":
-        fm = retain_model
-    elif fm == "none":
-        fm = None
-    elif fm is not None:
+    there is one; a path of its own is checked before Ray starts."""
+    out = cfg.with_fluency_model(retain_model, opts)
+    if out.fluency_path is not None and out.fluency_path != retain_model:
         try:
-            check_model(fm, opts)
+            check_model(out.fluency_path, opts)
         except ModelError as exc:
             raise ConfigError(f"eval.fluency_model: {exc}") from None
-    return dataclasses.replace(cfg, fluency_model=fm, fluency_storage_options=opts)
+    return out
 
 
 def run_eval(cfg: EvalJobConfig, address: str | None = None) -> dict[str, Any]:

@@ -58,14 +58,11 @@ def eval_config(cfg: RunConfig, method: Method, dataset: Dataset | None = None) 
         own = retain_fallback(ds, cfg.eval, cfg.data.forget_split, cfg.data.retain_split)
         if own is not None:
             changes["retain_split"] = own
-    if cfg.eval.fluency_model == "retain":
-        # each rank loads the retain model whole to read the answers: not under ZeRO-3
-        zero3 = cfg.backend.kind == "deepspeed" and cfg.backend.zero_stage == 3
-        changes["fluency_model"] = None if zero3 else cfg.model.retain_model
-    if changes.get("fluency_model", cfg.eval.fluency_model) not in (None, "none", "retain"):
-        changes["fluency_storage_options"] = cfg.model.storage_options
-        changes["fluency_dtype"] = cfg.model.dtype
-    new = dataclasses.replace(cfg.eval, **changes)
+    # each rank loads the retain model whole to read the answers: not under ZeRO-3
+    zero3 = cfg.backend.kind == "deepspeed" and cfg.backend.zero_stage == 3
+    new = dataclasses.replace(cfg.eval, **changes).with_fluency_model(
+        None if zero3 else cfg.model.retain_model, cfg.model.storage_options, cfg.model.dtype
+    )
     new.check()
     return new
 
@@ -107,9 +104,9 @@ class EpochEvaluator:
         from unlearn.eval import fluency
 
         ecfg = self.eval_cfg
-        if ecfg.generation and ecfg.fluency_model not in (None, "none", "retain"):
+        if ecfg.generation and ecfg.fluency_path is not None:
             fluency.reference_model(
-                ecfg.fluency_model, ecfg.fluency_storage_options, ecfg.fluency_dtype,
+                ecfg.fluency_path, ecfg.fluency_storage_options, ecfg.fluency_dtype,
                 self.session.device,
             )  # fmt: skip
         if ecfg.generation and ecfg.gibberish_classifier:

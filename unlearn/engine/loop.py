@@ -230,8 +230,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
         evaluator.prepare_reference()
     best = next((h["best"] for h in reversed(history) if "best" in h), None)
     if best is not None and evaluator is not None:
-        formula = selection_formula(evaluator.eval_cfg)
-        if best.get("score_formula") != formula:
+        if best.get("score_formula") != evaluator.eval_cfg.score:
             best = None  # the score changed meaning (eval.score): compare afresh from here
     # a run that train.stop_at stopped stays stopped, unless resumed with stop_at: none
     stopped = next((h["stopped"] for h in history if "stopped" in h), None)
@@ -304,7 +303,7 @@ def train(cfg: RunConfig, session: Any) -> dict[str, Any]:
                     "epoch": epoch,
                     "step": global_step,
                     "score": numbers["score"],
-                    "score_formula": selection_formula(evaluator.eval_cfg),
+                    "score_formula": evaluator.eval_cfg.score,  # eval.score: checked on resume
                     "model_dir": run_dir.path(cfg, "best_model"),
                 }
                 # every rank: ZeRO-3 gathers one parameter at a time while rank 0 writes
@@ -364,11 +363,6 @@ def stop_reason(train: Any, numbers: dict[str, Any]) -> str | None:
     if fq is not None and fq >= 0.05:
         return f"retain_equivalent: forget quality {fq:.3g} >= 0.05 (privleak not computed)"
     return None
-
-
-def selection_formula(ecfg: Any) -> str:
-    """Which best-checkpoint score a run selects by (``eval.score``), as recorded with ``best``."""
-    return str(ecfg.score)
 
 
 def save_checkpoint(

@@ -101,6 +101,29 @@ class EvalConfig:
     # MUSE VerbMem: greedy tokens continuing each prompt.
     verbmem_max_new_tokens: int = 128
 
+    @property
+    def fluency_path(self) -> str | None:
+        """The fluency reference model's path, or None ("none", or "retain" left unresolved)."""
+        return None if self.fluency_model in (None, "none", "retain") else self.fluency_model
+
+    def with_fluency_model(
+        self,
+        retain_model: str | None,
+        storage_options: dict[str, Any] | None = None,
+        dtype: str | None = None,
+    ) -> EvalConfig:
+        """This config with "retain" made ``retain_model`` (None: no fluency model) and how to
+        read the fluency model (``fluency_storage_options``, ``fluency_dtype``)."""
+        import dataclasses
+
+        fm = retain_model if self.fluency_model == "retain" else self.fluency_model
+        fm = None if fm == "none" else fm
+        if fm is None:
+            return dataclasses.replace(self, fluency_model=None)
+        return dataclasses.replace(
+            self, fluency_model=fm, fluency_storage_options=storage_options, fluency_dtype=dtype
+        )
+
     def check(self) -> None:
         """Reject impossible values (ConfigError naming the key)."""
         from unlearn.eval.metrics import MIA_ATTACKS

@@ -241,7 +241,7 @@ def merge_shards(
     score, formula = selection_score(
         cfg.score, fq, mu, splits[forget].get("truth_ratio"), pl, malformed
     )
-    if cfg.generation and cfg.fluency_model in (None, "none", "retain"):
+    if cfg.generation and cfg.fluency_path is None:
         for name, part in merged.items():
             if part["role"] in ("forget", "retain", "options") and "rouge_l_recall" in splits[name]:
                 skipped[f"{name}.answer_perplexity"] = (

@@ -411,30 +411,29 @@ def _agg_truth_ratio(values: list[float], role: str) -> float:
 
 
 def _gen(key: str) -> Callable[[dict[str, Any], str], float | None]:
+    return _on_generation(key, lambda value: value)
+
+
+def _on_generation(key: str, fn: Callable[[Any], float]) -> Callable[[dict, str], float | None]:
+    """Per-example value ``fn(generation[key])``; None where the example has no such field."""
+
     def get(ex: dict[str, Any], role: str) -> float | None:
-        gen = ex.get("generation")
-        return None if gen is None else gen.get(key)
+        value = (ex.get("generation") or {}).get(key)
+        return None if value is None else fn(value)
 
     return get
 
 
-def _malformed(ex: dict[str, Any], role: str) -> float | None:
+def _malformed(text: str) -> float:
     from unlearn.eval.fluency import malformed_kind
 
-    text = (ex.get("generation") or {}).get("text")
-    return None if text is None else float(malformed_kind(text) is not None)
+    return float(malformed_kind(text) is not None)
 
 
-def _novel(ex: dict[str, Any], role: str) -> float | None:
-    found = (ex.get("generation") or {}).get("novel_words")
-    return None if found is None else float(bool(found))
-
-
-def _distinct_2(ex: dict[str, Any], role: str) -> float | None:
+def _distinct_2(text: str) -> float:
     from unlearn.eval.fluency import distinct_n
 
-    text = (ex.get("generation") or {}).get("text")
-    return None if text is None else distinct_n(text, 2)
+    return distinct_n(text, 2)
 
 
 def _fact_recall(part: dict[str, Any]) -> float | None:
@@ -518,14 +517,15 @@ METRICS: dict[str, Metric] = {
         Metric("malformed_rate", "split",
                "Near the retain model's (a few %): share of answers that are not language (a "
                "repetition loop, a character run, a fragment, garbled words).",
-               _malformed, roles=_QA),
+               _on_generation("text", _malformed), roles=_QA),
         Metric("novel_word_rate", "split",
                "Near the retain model's: share of answers with a word found nowhere in the "
                "dataset, i.e. invented by gluing subword pieces ('translatoryreconer'); read "
-               "for models whose knowledge is the dataset's world.", _novel, roles=_QA),
+               "for models whose knowledge is the dataset's world.",
+               _on_generation("novel_words", lambda found: float(bool(found))), roles=_QA),
         Metric("distinct_2", "split",
                "Near the retain model's (close to 1): distinct word bigrams per answer; loops "
-               "score low.", _distinct_2, roles=_QA),
+               "score low.", _on_generation("text", _distinct_2), roles=_QA),
         Metric("answer_perplexity", "split",
                "Near the retain model's own: exp(mean NLL) of the answers under the reference "
                "model (eval.fluency_model); gibberish reads as very unlikely text.",

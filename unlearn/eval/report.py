@@ -331,6 +331,11 @@ FACT_MARGIN = 0.1
 NOVEL_MARGIN = 0.1
 
 
+def _forget_pair(m: dict[str, Any], retain: dict[str, Any] | None, metric: str) -> tuple[Any, Any]:
+    """``metric`` on the forget split of ``m`` and of the retain-only model (None if absent)."""
+    return _split_value(m, "forget", metric), _split_value(retain or {}, "forget", metric)
+
+
 def describe_model(
     m: dict[str, Any], target: dict[str, Any] | None, retain: dict[str, Any] | None
 ) -> str:
@@ -338,12 +343,8 @@ def describe_model(
     target (before unlearning) and the retain-only model (never trained on the forget set); a
     comparison whose retain-only number is missing is left out, never assumed."""
     bits: list[str] = []
-    r = retain or {}
 
-    def pair(metric: str) -> tuple[Any, Any]:
-        return _split_value(m, "forget", metric), _split_value(r, "forget", metric)
-
-    rouge, r_rouge = pair("rouge_l_recall")
+    rouge, r_rouge = _forget_pair(m, retain, "rouge_l_recall")
     if rouge is not None and r_rouge is not None:
         if rouge > r_rouge + ROUGE_BAND:
             how = "still recalls the forget set"
@@ -352,7 +353,7 @@ def describe_model(
         else:
             how = "matches the forget answers about as little as the retain-only model"
         bits.append(f"{how} (forget ROUGE-L {rouge:.2f} vs {r_rouge:.2f})")
-    facts, r_facts = pair("fact_recall")
+    facts, r_facts = _forget_pair(m, retain, "fact_recall")
     if facts is not None and r_facts is not None and facts > r_facts + FACT_MARGIN:
         bits.append(
             f"still states {facts:.0%} of the forget facts in its answers (retain-only model: "
@@ -363,8 +364,8 @@ def describe_model(
         bits.append(f"keeps {mu / t_mu:.0%} of the target's utility")
     if m.get("verdict") not in (None, "collapsed") and m.get("privleak") is not None:
         bits.append(f"is {m['verdict']} (privleak {m['privleak']:+.1f})")
-    bad, r_bad = pair("malformed_rate")
-    novel, r_novel = pair("novel_word_rate")
+    bad, r_bad = _forget_pair(m, retain, "malformed_rate")
+    novel, r_novel = _forget_pair(m, retain, "novel_word_rate")
     invents = novel is not None and r_novel is not None and novel > r_novel + NOVEL_MARGIN
     if bad is not None and bad >= 0.5:
         bits.append(f"has collapsed: {bad:.0%} of its forget answers are not language")
@@ -391,17 +392,12 @@ def reads_like_retain(m: dict[str, Any], target: dict[str, Any], retain: dict[st
     model's rates, utility >= 0.95 x the target's."""
     from unlearn.eval.metrics import VERDICT_TOLERANCE
 
-    def pair(metric: str) -> tuple[Any, Any]:
-        return _split_value(m, "forget", metric), _split_value(retain, "forget", metric)
-
-    (rouge, r_rouge), (bad, r_bad) = pair("rouge_l_recall"), pair("malformed_rate")
-    (facts, r_facts), (novel, r_novel) = pair("fact_recall"), pair("novel_word_rate")
-    mu, t_mu, fq, pl = (
-        m.get("model_utility"),
-        target.get("model_utility"),
-        m.get("forget_quality"),
-        m.get("privleak"),
-    )
+    rouge, r_rouge = _forget_pair(m, retain, "rouge_l_recall")
+    bad, r_bad = _forget_pair(m, retain, "malformed_rate")
+    facts, r_facts = _forget_pair(m, retain, "fact_recall")
+    novel, r_novel = _forget_pair(m, retain, "novel_word_rate")
+    mu, t_mu = m.get("model_utility"), target.get("model_utility")
+    fq, pl = m.get("forget_quality"), m.get("privleak")
     needed = (rouge, r_rouge, bad, r_bad, facts, r_facts, novel, r_novel, mu, t_mu, fq, pl)
     return (
         None not in needed

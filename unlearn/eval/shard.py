@@ -271,9 +271,9 @@ def add_fluency(
             )
     questions = [g["question"] for g in gens]
     texts = [g["generation"]["text"] for g in gens]
-    if cfg.fluency_model not in (None, "none", "retain"):
+    if cfg.fluency_path is not None:
         nlls = fluency.reference_nlls(
-            cfg.fluency_model,
+            cfg.fluency_path,
             questions,
             texts,
             batch_size=cfg.batch_size,

@@ -64,7 +64,7 @@ def produced_numbers(cfg: RunConfig, dataset: Any) -> dict[str, str | None]:
                 why = "eval.generation or eval.verbmem is off"
             elif name == "truth_ratio" and not plan.truth_ratio and why is None:
                 why = f"no truth ratio on split {plan.name!r}"
-            elif name == "answer_perplexity" and ecfg.fluency_model in (None, "none", "retain"):
+            elif name == "answer_perplexity" and ecfg.fluency_path is None:
                 why = "no reference model to read the answers (eval.fluency_model)"
             elif name == "gibberish_probability" and not ecfg.gibberish_classifier:
                 why = "no eval.gibberish_classifier"
